@@ -1,0 +1,384 @@
+"""Compose a vision-language model from pretrained backbones, and swap one backbone of a built model.
+
+`build_vlm` loads an LLM (any `AutoModelForCausalLM` checkpoint) and a vision encoder (CLIP, SigLIP or DINOv2) by Hub
+id or local directory, prepares the tokenizer for the LLM's family (`<image>` token, pad token, chat template, stop
+tokens: see `families.py`), and joins them with a fresh projector. `swap_language_model` and `swap_vision_model`
+replace one part of a built model and keep the other bit-identical. All three go through `_compose`, so a swapped
+model is built exactly like a fresh one.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import transformers
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    PretrainedConfig,
+)
+from transformers.models.auto.image_processing_auto import AutoImageProcessor  # the top-level name needs torchvision in 5.17
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+from .configuration_llava_swap import VISION_PREFIX_TOKENS, LlavaSwapConfig
+from .families import IMAGE_TOKEN, detect_family, prepare_tokenizer, resolve_template, stop_tokens
+from .modeling_llava_swap import LlavaSwapForCausalLM, LlavaSwapProjector
+from .processing_llava_swap import LlavaSwapProcessor
+
+
+@dataclass(frozen=True)
+class VisionKind:
+    """A supported vision encoder: the config model types it comes as, and how LLaVA reads its features."""
+
+    name: str
+    model_types: tuple[str, ...]  # a full checkpoint (clip) or a vision-only one (clip_vision_model)
+    vision_model_type: str  # model_type of the vision-only config we keep
+    select_strategy: str  # "default" drops the CLS token; SigLIP has none, so it keeps all
+    fixed_resolution: bool  # learned position embeddings for exactly config.image_size (DINOv2 interpolates)
+    model_class: str  # transformers class that loads the vision half from either kind of checkpoint
+
+
+VISION_KINDS = {
+    kind.name: kind
+    for kind in (
+        VisionKind("clip", ("clip", "clip_vision_model"), "clip_vision_model", "default", True, "CLIPVisionModel"),
+        VisionKind("siglip", ("siglip", "siglip_vision_model"), "siglip_vision_model", "full", True, "SiglipVisionModel"),
+        VisionKind("dinov2", ("dinov2",), "dinov2", "default", False, "Dinov2Model"),
+    )
+}
+
+
+@dataclass
+class LanguageParts:
+    """A causal LM split the way the composed model holds it: body, head, tokenizer, and how to talk to it."""
+
+    body: nn.Module
+    head: nn.Module
+    generation_config: GenerationConfig
+    tokenizer: object
+    family: str
+    template_name: str
+    template: str
+    source: str | None
+
+
+@dataclass
+class VisionParts:
+    model: nn.Module
+    image_processor: object
+    kind: VisionKind
+    source: str | None
+
+
+def build_vlm(
+    language_model: str | os.PathLike,
+    vision_model: str | os.PathLike,
+    projector: str = "mlp2x_gelu",
+    vision_feature_layer: int = -2,
+    template: str | None = None,
+    torch_dtype: torch.dtype | str | None = None,
+    family: str | None = None,
+    seed: int = 0,
+) -> tuple[LlavaSwapForCausalLM, LlavaSwapProcessor]:
+    """Builds a LLaVA-style model from a pretrained LLM and a pretrained vision encoder.
+
+    Args:
+        language_model: Hub id or local directory of any causal LM checkpoint (LLaMA-1/2/3, Gemma, ...).
+        vision_model: Hub id or local directory of a CLIP, SigLIP or DINOv2 checkpoint.
+        projector: `"mlp2x_gelu"` (LLaVA-1.5), `"linear"` (LLaVA-1) or `"mlp{N}x_gelu"`.
+        vision_feature_layer: which vision hidden state feeds the projector (-2: the penultimate layer, as LLaVA).
+        template: a shipped chat template's name or a Jinja string; default: the LLM family's template.
+        torch_dtype: dtype to load the backbones in (e.g. `torch.bfloat16`); default: as saved.
+        family: override the detected LLM family (`llama1`, `llama2`, `llama3`, `gemma`, `other`).
+        seed: seeds the new projector and any new embedding rows, so a build is reproducible.
+
+    Returns:
+        `(model, processor)`: save both with `save_pretrained` into one directory.
+    """
+    language = load_language_model(language_model, family=family, template=template, torch_dtype=torch_dtype, seed=seed)
+    vision = load_vision_model(vision_model, torch_dtype=torch_dtype)
+    return _compose(language, vision, projector, vision_feature_layer, seed)
+
+
+def swap_language_model(
+    model: LlavaSwapForCausalLM | str | os.PathLike,
+    language_model: str | os.PathLike,
+    processor: LlavaSwapProcessor | None = None,
+    keep_projector: bool = False,
+    template: str | None = None,
+    family: str | None = None,
+    torch_dtype: torch.dtype | str | None = None,
+    seed: int = 0,
+) -> tuple[LlavaSwapForCausalLM, LlavaSwapProcessor]:
+    """Rebuilds `model` on another LLM: the vision tower is kept bit-identical; tokenizer, template and projector are
+    rebuilt for the new LLM. The projector's weights are kept only with `keep_projector=True`, and only if its sizes
+    match (otherwise an error says why).
+
+    `model` is a built model (then pass its `processor`, whose image processor is reused) or a saved model directory.
+    """
+    model, processor = _model_and_processor(model, processor)
+    language = load_language_model(language_model, family=family, template=template, torch_dtype=torch_dtype, seed=seed)
+    vision = VisionParts(
+        model=copy.deepcopy(model.model.vision_tower),
+        image_processor=copy.deepcopy(processor.image_processor),
+        kind=_vision_kind(model.config.vision_config),
+        source=model.config.vision_model_name_or_path,
+    )
+    projector_state = _projector_state(model) if keep_projector else None
+    return _compose(
+        language, vision, model.config.projector_type, model.config.vision_feature_layer, seed, projector_state
+    )
+
+
+def swap_vision_model(
+    model: LlavaSwapForCausalLM | str | os.PathLike,
+    vision_model: str | os.PathLike,
+    processor: LlavaSwapProcessor | None = None,
+    keep_projector: bool = False,
+    vision_feature_layer: int | None = None,
+    torch_dtype: torch.dtype | str | None = None,
+    seed: int = 0,
+) -> tuple[LlavaSwapForCausalLM, LlavaSwapProcessor]:
+    """Rebuilds `model` on another vision encoder: the LLM (body, head, tokenizer, template) is kept bit-identical."""
+    model, processor = _model_and_processor(model, processor)
+    config = model.config
+    language = LanguageParts(
+        body=copy.deepcopy(model.model.language_model),
+        head=copy.deepcopy(model.lm_head),
+        generation_config=copy.deepcopy(model.generation_config),
+        tokenizer=copy.deepcopy(processor.tokenizer),
+        family=config.llm_family or "other",
+        template_name=config.chat_template_name or "custom",
+        template=processor.chat_template,
+        source=config.language_model_name_or_path,
+    )
+    if config.tie_word_embeddings:  # deep-copied separately, so tie the copies again
+        language.head.weight = language.body.get_input_embeddings().weight
+    vision = load_vision_model(vision_model, torch_dtype=torch_dtype)
+    layer = config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
+    projector_state = _projector_state(model) if keep_projector else None
+    return _compose(language, vision, config.projector_type, layer, seed, projector_state)
+
+
+def load_language_model(
+    source: str | os.PathLike,
+    family: str | None = None,
+    template: str | None = None,
+    torch_dtype: torch.dtype | str | None = None,
+    seed: int = 0,
+) -> LanguageParts:
+    """Loads a causal LM and its tokenizer and prepares the tokenizer for its family (see `families.py`)."""
+    source = _check_source(source, "language_model")
+    config = _load_config(source, "language_model")
+    if config.model_type in VISION_PREFIX_TOKENS or any(config.model_type in k.model_types for k in VISION_KINDS.values()):
+        raise ValueError(
+            f"language_model={source!r} is a {config.model_type} checkpoint, a vision encoder: pass it as vision_model."
+        )
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ValueError(
+            f"language_model={source!r} is a {config.model_type!r} checkpoint, which transformers cannot load as a "
+            "causal language model (AutoModelForCausalLM): pass a decoder LLM such as LLaMA or Gemma."
+        )
+    if getattr(config, "final_logit_softcapping", None):
+        raise ValueError(
+            f"language_model={source!r} caps its logits (final_logit_softcapping={config.final_logit_softcapping}); "
+            "the LLaVA architecture (and transformers' native llava format) applies a plain LM head and would silently "
+            "change its outputs. Use a model without logit soft-capping (e.g. Gemma-1, LLaMA)."
+        )
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    detected = detect_family(config, tokenizer, override=family)
+    template_name, template_source = resolve_template(template, detected, tokenizer)
+    added = prepare_tokenizer(tokenizer, detected.name, template_source)
+    lm = AutoModelForCausalLM.from_pretrained(source, **_dtype_kwargs(torch_dtype))
+    if added:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            # New rows (<image>, maybe <pad>) start from the mean and covariance of the existing embeddings.
+            lm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    lm.config.pad_token_id = tokenizer.pad_token_id
+    generation_config = copy.deepcopy(lm.generation_config)
+    generation_config.eos_token_id = stop_tokens(template_name, tokenizer, lm.generation_config.eos_token_id)
+    generation_config.pad_token_id = tokenizer.pad_token_id
+    if tokenizer.bos_token_id is not None:
+        generation_config.bos_token_id = tokenizer.bos_token_id
+    return LanguageParts(
+        body=getattr(lm, lm.base_model_prefix),
+        head=lm.get_output_embeddings(),
+        generation_config=generation_config,
+        tokenizer=tokenizer,
+        family=detected.name,
+        template_name=template_name,
+        template=template_source,
+        source=str(source),
+    )
+
+
+def load_vision_model(source: str | os.PathLike, torch_dtype: torch.dtype | str | None = None) -> VisionParts:
+    """Loads a CLIP, SigLIP or DINOv2 vision encoder (a vision-only or a full CLIP/SigLIP checkpoint)."""
+    source = _check_source(source, "vision_model")
+    config = _load_config(source, "vision_model")
+    kind = next((k for k in VISION_KINDS.values() if config.model_type in k.model_types), None)
+    if kind is None:
+        hint = " It is a causal LM: pass it as language_model." if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else ""
+        raise ValueError(
+            f"vision_model={source!r} is a {config.model_type!r} checkpoint, not a supported vision encoder "
+            f"(CLIP, SigLIP or DINOv2: model types {[t for k in VISION_KINDS.values() for t in k.model_types]}).{hint}"
+        )
+    # The vision-only class also reads a full CLIP/SigLIP checkpoint, keeping its vision half.
+    model = getattr(transformers, kind.model_class).from_pretrained(source, **_dtype_kwargs(torch_dtype))
+    image_processor = AutoImageProcessor.from_pretrained(source)
+    return VisionParts(model=model, image_processor=image_processor, kind=kind, source=str(source))
+
+
+def _compose(
+    language: LanguageParts,
+    vision: VisionParts,
+    projector_type: str,
+    vision_feature_layer: int,
+    seed: int,
+    projector_state: dict[str, torch.Tensor] | None = None,
+) -> tuple[LlavaSwapForCausalLM, LlavaSwapProcessor]:
+    tokenizer = language.tokenizer
+    vision_config = vision.model.config
+    height, width = _processed_size(vision.image_processor, vision.source)
+    patch = vision_config.patch_size
+    if vision.kind.fixed_resolution and (height, width) != (vision_config.image_size, vision_config.image_size):
+        raise ValueError(
+            f"vision_model={vision.source!r}: its image processor outputs {height}x{width} images but the encoder "
+            f"was built for {vision_config.image_size}x{vision_config.image_size}; fix preprocessor_config.json."
+        )
+    prefix_tokens = VISION_PREFIX_TOKENS[vision.kind.vision_model_type]
+    dropped = prefix_tokens if vision.kind.select_strategy == "default" else 0
+    image_seq_length = (height // patch) * (width // patch) + prefix_tokens - dropped
+    config = LlavaSwapConfig(
+        vision_config=vision_config,
+        text_config=language.body.config,
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_seq_length=image_seq_length,
+        projector_type=projector_type,
+        vision_feature_layer=vision_feature_layer,
+        vision_feature_select_strategy=vision.kind.select_strategy,
+        llm_family=language.family,
+        chat_template_name=language.template_name,
+        language_model_name_or_path=language.source,
+        vision_model_name_or_path=vision.source,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.device("meta"):  # the backbones exist already: build only the frame, then put them in
+        model = LlavaSwapForCausalLM(config)
+    model.model.vision_tower = vision.model
+    model.model.language_model = language.body
+    model.lm_head = language.head
+    dtype = language.head.weight.dtype
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        projector = LlavaSwapProjector(config)
+        model._init_weights(projector)
+    if projector_state is not None:
+        _load_projector(projector, projector_state)
+    model.model.multi_modal_projector = projector.to(device=language.head.weight.device, dtype=dtype)
+    # One config object per part, shared by the parts, so attention settings and sizes never disagree.
+    model.config.text_config = language.body.config
+    model.config.vision_config = vision_config
+    model.generation_config = language.generation_config
+    model.eval()
+
+    processor = LlavaSwapProcessor(
+        image_processor=vision.image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch,
+        vision_feature_select_strategy=vision.kind.select_strategy,
+        chat_template=language.template,
+        image_token=IMAGE_TOKEN,
+        num_additional_image_tokens=prefix_tokens,
+        llm_family=language.family,
+        chat_template_name=language.template_name,
+    )
+    return model, processor
+
+
+def _projector_state(model: LlavaSwapForCausalLM) -> dict[str, torch.Tensor]:
+    return {key: value.detach().clone() for key, value in model.model.multi_modal_projector.state_dict().items()}
+
+
+def _load_projector(projector: LlavaSwapProjector, state: dict[str, torch.Tensor]) -> None:
+    own = projector.state_dict()
+    mismatched = [
+        f"{key}: kept {tuple(state[key].shape)} vs new {tuple(own[key].shape)}"
+        for key in own
+        if key in state and state[key].shape != own[key].shape
+    ]
+    if set(own) != set(state) or mismatched:
+        raise ValueError(
+            "keep_projector=True, but the old projector does not fit the new backbones ("
+            + ("; ".join(mismatched) or f"layers {sorted(state)} vs {sorted(own)}")
+            + "). Use keep_projector=False to start from a fresh projector."
+        )
+    projector.load_state_dict(state)
+
+
+def _model_and_processor(model, processor):
+    if isinstance(model, (str, os.PathLike)):
+        path = _check_source(model, "model")
+        return LlavaSwapForCausalLM.from_pretrained(path), processor or LlavaSwapProcessor.from_pretrained(path)
+    if processor is None:
+        raise ValueError("Pass the model's processor too (processor=...): the swap reuses its image processor/tokenizer.")
+    return model, processor
+
+
+def _vision_kind(config: PretrainedConfig) -> VisionKind:
+    return next(k for k in VISION_KINDS.values() if config.model_type in k.model_types)
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def _check_source(source: str | os.PathLike, role: str) -> str:
+    """A local directory, or something that can only be a Hub repo id; anything else is a missing path."""
+    text = os.fspath(source)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{role}={text!r} is a file; pass the checkpoint's directory or a Hub repo id.")
+        return str(path)
+    if text.startswith((".", "/", "~")) or not _HUB_ID.match(text):
+        raise FileNotFoundError(f"{role}={text!r} does not exist: pass an existing checkpoint directory or a Hub id.")
+    return text
+
+
+def _load_config(source: str, role: str) -> PretrainedConfig:
+    try:
+        return AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise OSError(
+            f"{role}={source!r}: no loadable config.json ({error.__class__.__name__}: {error}). Pass a checkpoint "
+            "directory with config.json, or a Hub id reachable from here (offline: download it first)."
+        ) from error
+
+
+def _processed_size(image_processor, source) -> tuple[int, int]:
+    """Height and width of the images the processor outputs (crop size when it crops, else its resize size)."""
+    crop = getattr(image_processor, "crop_size", None)
+    size = getattr(image_processor, "size", None)
+    for candidate in ((crop if getattr(image_processor, "do_center_crop", False) else None), size):
+        if candidate and "height" in candidate and "width" in candidate:
+            return int(candidate["height"]), int(candidate["width"])
+    raise ValueError(
+        f"vision_model={source!r}: cannot tell the processed image size from its image processor "
+        f"(size={size}, crop_size={crop}); set crop_size or size with height and width."
+    )
+
+
+def _dtype_kwargs(torch_dtype) -> dict:
+    return {} if torch_dtype is None else {"dtype": torch_dtype}
+
+
+__all__ = ["VISION_KINDS", "build_vlm", "load_language_model", "load_vision_model", "swap_language_model", "swap_vision_model"]

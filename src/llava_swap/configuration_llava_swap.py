@@ -1,0 +1,138 @@
+"""`LlavaSwapConfig`: the pure-data description of a LLaVA-style model built from two independent backbones.
+
+A composite config, like transformers' `LlavaConfig`: a `text_config` (any causal LM) and a `vision_config` (CLIP,
+SigLIP or DINOv2), plus what joins them (projector, feature layer, image tokens) and the lineage of the parts (which
+checkpoints, which LLM family and chat template). It loads nothing and touches no network; it validates itself so a
+bad value fails here, named, instead of as a shape error deep inside a forward pass.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from transformers import AutoConfig, PretrainedConfig
+
+# Tokens a vision encoder puts before its patch tokens: the "default" strategy drops them (LLaVA drops CLIP's CLS).
+VISION_PREFIX_TOKENS = {"clip_vision_model": 1, "siglip_vision_model": 0, "dinov2": 1}
+
+SELECT_STRATEGIES = ("default", "full")
+_MLP_PROJECTOR = re.compile(r"^mlp(\d+)x_gelu$")
+
+
+def projector_depth(projector_type: str) -> int:
+    """Number of linear layers of a projector type: `linear` -> 1, `mlp{N}x_gelu` -> N (LLaVA's naming)."""
+    if projector_type == "linear":
+        return 1
+    match = _MLP_PROJECTOR.match(projector_type)
+    if match and int(match.group(1)) >= 1:
+        return int(match.group(1))
+    raise ValueError(
+        f"Unknown projector_type {projector_type!r}: use 'mlp2x_gelu' (LLaVA-1.5, the default), 'linear' (LLaVA-1), "
+        "or 'mlp{N}x_gelu' for an N-layer MLP."
+    )
+
+
+def _as_config(value: Any, default_model_type: str | None, name: str) -> PretrainedConfig:
+    if isinstance(value, PretrainedConfig):
+        return value
+    if isinstance(value, dict):
+        value = dict(value)
+        model_type = value.pop("model_type", default_model_type)
+        if model_type is None:
+            raise ValueError(f"LlavaSwapConfig.{name} is a dict without 'model_type'; say which architecture it is.")
+        return AutoConfig.for_model(model_type, **value)
+    raise TypeError(f"LlavaSwapConfig.{name} must be a PretrainedConfig or a dict, got {type(value).__name__}.")
+
+
+class LlavaSwapConfig(PretrainedConfig):
+    r"""
+    Configuration of [`LlavaSwapForCausalLM`].
+
+    Args:
+        vision_config (`PretrainedConfig` or `dict`): config of the vision encoder (CLIP, SigLIP or DINOv2).
+        text_config (`PretrainedConfig` or `dict`): config of the language model (any causal LM architecture).
+        image_token_id (`int`): id of the `<image>` placeholder token in the tokenizer.
+        image_seq_length (`int`): number of placeholder tokens one image expands to (the processor derives it).
+        projector_type (`str`): `"mlp2x_gelu"` (LLaVA-1.5, default), `"linear"` (LLaVA-1) or `"mlp{N}x_gelu"`.
+        projector_hidden_act (`str`): activation between the projector's linear layers.
+        projector_bias (`bool`): whether the projector's linear layers have biases.
+        vision_feature_layer (`int`): which hidden state of the vision encoder feeds the projector (-2 as LLaVA).
+        vision_feature_select_strategy (`str`): `"default"` drops the encoder's CLS token, `"full"` keeps all.
+        llm_family (`str`): family of the language model (llama1, llama2, llama3, gemma, other): lineage, not logic.
+        chat_template_name (`str`): name of the chat template the model was built with.
+        language_model_name_or_path, vision_model_name_or_path (`str`): where the backbones came from.
+    """
+
+    model_type = "llava_swap"
+    sub_configs = {"text_config": AutoConfig, "vision_config": AutoConfig}
+
+    vision_config: Any = None
+    text_config: Any = None
+    image_token_id: int | None = None
+    image_seq_length: int = 576
+    projector_type: str = "mlp2x_gelu"
+    projector_hidden_act: str = "gelu"
+    projector_bias: bool = True
+    vision_feature_layer: int = -2
+    vision_feature_select_strategy: str = "default"
+    llm_family: str | None = None
+    chat_template_name: str | None = None
+    language_model_name_or_path: str | None = None
+    vision_model_name_or_path: str | None = None
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        self.vision_config = _as_config(self.vision_config or {}, "clip_vision_model", "vision_config")
+        self.text_config = _as_config(self.text_config or {}, "llama", "text_config")
+        # The LM decides whether its head is tied to its embeddings (Gemma: yes, LLaMA: no).
+        self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
+        super().__post_init__(**kwargs)
+        self.validate_composition()
+
+    def validate_composition(self) -> None:
+        """Checks that the parts fit together; each error names the value and says what to do."""
+        projector_depth(self.projector_type)
+        if self.vision_feature_select_strategy not in SELECT_STRATEGIES:
+            raise ValueError(
+                f"vision_feature_select_strategy={self.vision_feature_select_strategy!r} is unknown: use 'default' "
+                "(drop the CLS token) or 'full' (keep every token)."
+            )
+        vision_type = self.vision_config.model_type
+        if vision_type not in VISION_PREFIX_TOKENS:
+            raise ValueError(
+                f"vision_config.model_type={vision_type!r} is not a supported vision encoder: use one of "
+                f"{sorted(VISION_PREFIX_TOKENS)} (CLIP, SigLIP or DINOv2)."
+            )
+        if self.vision_feature_select_strategy == "default" and VISION_PREFIX_TOKENS[vision_type] == 0:
+            raise ValueError(
+                f"vision_feature_select_strategy='default' drops a CLS token, but {vision_type} has none: "
+                "use 'full' so no image patch is thrown away."
+            )
+        num_states = self.vision_config.num_hidden_layers + 1  # embeddings + one per layer
+        if not -num_states <= self.vision_feature_layer < num_states:
+            raise ValueError(
+                f"vision_feature_layer={self.vision_feature_layer} is out of range for a vision encoder with "
+                f"{self.vision_config.num_hidden_layers} layers: pick a value in [{-num_states}, {num_states - 1}]."
+            )
+        if self.image_seq_length is None or self.image_seq_length < 1:
+            raise ValueError(f"image_seq_length={self.image_seq_length} must be a positive number of image tokens.")
+        vocab_size = self.text_config.vocab_size
+        if self.image_token_id is not None and not 0 <= self.image_token_id < vocab_size:
+            raise ValueError(
+                f"image_token_id={self.image_token_id} is outside the language model's vocabulary "
+                f"(vocab_size={vocab_size}): resize the embeddings after adding <image> to the tokenizer."
+            )
+
+    @property
+    def num_vision_prefix_tokens(self) -> int:
+        """Tokens before the patch tokens in the vision encoder's output (CLS for CLIP and DINOv2)."""
+        return VISION_PREFIX_TOKENS[self.vision_config.model_type]
+
+    @property
+    def vision_tokens_dropped(self) -> int:
+        """Tokens the select strategy removes from each image's features."""
+        return self.num_vision_prefix_tokens if self.vision_feature_select_strategy == "default" else 0
+
+
+__all__ = ["LlavaSwapConfig", "projector_depth"]

@@ -1,0 +1,186 @@
+"""Family detection, chat templates, pad and stop tokens: on the tiny backbones and on the real LLaMA tokenizers."""
+
+from __future__ import annotations
+
+import pytest
+from _helpers import two_turn_messages
+from transformers import AutoConfig, AutoTokenizer
+
+from llava_swap import detect_family
+from llava_swap.families import has_generation_markers, load_template, resolve_template
+
+VICUNA_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+# The exact text each family's template renders for the 2-turn conversation of `two_turn_messages`.
+EXPECTED_CHAT = {
+    "vicuna_v1": (
+        "<s>" + VICUNA_SYSTEM + " USER: <image>\nWhat colour is it? ASSISTANT: It is red.</s>"
+        "USER: How many circles? ASSISTANT: Two.</s>"
+    ),
+    "llama3": (
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n<image>\nWhat colour is it?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\nIt is red.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nHow many circles?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\nTwo.<|eot_id|>"
+    ),
+    "gemma": (
+        "<bos><start_of_turn>user\n<image>\nWhat colour is it?<end_of_turn>\n"
+        "<start_of_turn>model\nIt is red.<end_of_turn>\n"
+        "<start_of_turn>user\nHow many circles?<end_of_turn>\n"
+        "<start_of_turn>model\nTwo.<end_of_turn>\n"
+    ),
+}
+# What the assistant-token mask must select: each answer with its end-of-turn token, nothing else.
+EXPECTED_SUPERVISED = {
+    "vicuna_v1": [" It is red.</s>", " Two.</s>"],
+    "llama3": ["It is red.<|eot_id|>", "Two.<|eot_id|>"],
+    "gemma": ["It is red.<end_of_turn>", "Two.<end_of_turn>"],
+}
+GENERATION_PROMPT_END = {
+    "vicuna_v1": "USER: How many circles? ASSISTANT:",
+    "llama3": "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    "gemma": "<start_of_turn>model\n",
+}
+STOP_TOKENS = {"vicuna_v1": ["</s>"], "llama3": ["<|eot_id|>", "<|end_of_text|>"], "gemma": ["<end_of_turn>", "<eos>"]}
+TINY_FAMILY_TEMPLATE = {"llama1": "vicuna_v1", "llama2": "vicuna_v1", "llama3": "llama3", "gemma": "gemma"}
+
+
+def _supervised_spans(processor, messages) -> list[str]:
+    """Decoded runs of consecutive tokens that the template's {% generation %} marks select."""
+    out = processor.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, return_tensors="pt"
+    )
+    ids, mask = out["input_ids"][0].tolist(), out["assistant_masks"][0].tolist()
+    spans, current = [], []
+    for token, selected in zip(ids, mask, strict=True):
+        if selected:
+            current.append(token)
+        elif current:
+            spans.append(current)
+            current = []
+    if current:
+        spans.append(current)
+    return [_span_text(processor.tokenizer, span) for span in spans], ids
+
+
+def _span_text(tokenizer, span: list[int]) -> str:
+    """The text of a token run, leading space included (SentencePiece decoders strip it from a standalone run)."""
+    pieces = tokenizer.convert_ids_to_tokens(span)
+    if any(piece.startswith("▁") for piece in pieces):
+        return "".join(pieces).replace("▁", " ")
+    return tokenizer.decode(span)
+
+
+def _check_chat(model, processor, template: str) -> None:
+    tokenizer = processor.tokenizer
+    messages = two_turn_messages()
+    assert processor.apply_chat_template(messages) == EXPECTED_CHAT[template]
+    prompt = processor.apply_chat_template(messages[:3], add_generation_prompt=True)
+    assert prompt.endswith(GENERATION_PROMPT_END[template])
+
+    spans, ids = _supervised_spans(processor, messages)
+    assert spans == EXPECTED_SUPERVISED[template]
+    # BOS exactly once, at the start; every image placeholder expanded to the model's count.
+    assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
+    assert ids.count(model.config.image_token_id) == model.config.image_seq_length
+    expected_stops = [tokenizer.convert_tokens_to_ids(t) for t in STOP_TOKENS[template]]
+    assert model.generation_config.eos_token_id[: len(expected_stops)] == expected_stops
+
+
+@pytest.mark.parametrize("family", ["llama1", "llama2", "llama3", "gemma"])
+def test_tiny_family_detected_and_templated(built, family):
+    model, processor = built(family, "clip")
+    template = TINY_FAMILY_TEMPLATE[family]
+    assert model.config.llm_family == family
+    assert model.config.chat_template_name == template == processor.chat_template_name
+    _check_chat(model, processor, template)
+
+
+@pytest.mark.parametrize(
+    ("name", "family", "is_chat", "template"),
+    [
+        ("llama2", "llama2", False, "vicuna_v1"),
+        ("llama3", "llama3", False, "llama3"),
+        ("llama3-instruct", "llama3", True, "llama3"),
+    ],
+)
+def test_real_tokenizer_family_detection(real_lm, name, family, is_chat, template):
+    path = real_lm(name)
+    detected = detect_family(AutoConfig.from_pretrained(path), AutoTokenizer.from_pretrained(path))
+    assert (detected.name, detected.is_chat, detected.template) == (family, is_chat, template)
+
+
+@pytest.mark.parametrize("name", ["llama2", "llama3", "llama3-instruct"])
+def test_real_tokenizer_build_template_and_stop_tokens(real_lm, tiny_vision, name):
+    from llava_swap import build_vlm
+
+    model, processor = build_vlm(real_lm(name), tiny_vision("clip"))
+    template = "vicuna_v1" if name == "llama2" else "llama3"
+    _check_chat(model, processor, template)
+    tokenizer = processor.tokenizer
+    # Exactly one token added (<image>); the pad is a token the vocabulary already reserves.
+    assert len(tokenizer) == AutoTokenizer.from_pretrained(real_lm(name)).__len__() + 1
+    assert model.config.text_config.vocab_size == len(tokenizer)
+    expected_pad = "<unk>" if name == "llama2" else "<|reserved_special_token_0|>"
+    assert tokenizer.pad_token == expected_pad
+    if name == "llama3-instruct":  # the checkpoint's own eos ids are kept after the template's
+        assert model.generation_config.eos_token_id == [128009, 128001]
+
+
+def test_llama1_and_llama2_differ_only_by_config(tiny_lm):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm("llama1"))
+    assert detect_family(AutoConfig.from_pretrained(tiny_lm("llama1")), tokenizer).name == "llama1"
+    assert detect_family(AutoConfig.from_pretrained(tiny_lm("llama2")), tokenizer).name == "llama2"
+
+
+def test_family_override_and_unknown_family(tiny_lm):
+    config, tokenizer = AutoConfig.from_pretrained(tiny_lm("llama2")), AutoTokenizer.from_pretrained(tiny_lm("llama2"))
+    assert detect_family(config, tokenizer, override="llama1").name == "llama1"
+    with pytest.raises(ValueError, match=r"Unknown LLM family 'llama9'.*llama3"):
+        detect_family(config, tokenizer, override="llama9")
+
+
+def test_detection_ignores_the_path(tiny_lm, tmp_path):
+    """A LLaMA-3 checkpoint in a directory named like LLaMA-2 is still LLaMA-3."""
+    import shutil
+
+    misleading = tmp_path / "Llama-2-7b-hf"
+    shutil.copytree(tiny_lm("llama3"), misleading)
+    detected = detect_family(AutoConfig.from_pretrained(misleading), AutoTokenizer.from_pretrained(misleading))
+    assert detected.name == "llama3"
+
+
+def test_gemma_chat_template_of_tokenizer_is_replaced_by_one_with_generation_markers(tiny_lm):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm("gemma"))
+    assert tokenizer.chat_template and not has_generation_markers(tokenizer.chat_template)  # Google's: no markers
+    detected = detect_family(AutoConfig.from_pretrained(tiny_lm("gemma")), tokenizer)
+    name, source = resolve_template(None, detected, tokenizer)
+    assert (name, source) == ("gemma", load_template("gemma"))
+
+
+def test_custom_template_needs_generation_markers(tiny_lm):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm("llama3"))
+    detected = detect_family(AutoConfig.from_pretrained(tiny_lm("llama3")), tokenizer)
+    with pytest.raises(ValueError, match="generation"):
+        resolve_template("{% for m in messages %}{{ m.content }}{% endfor %}", detected, tokenizer)
+    with pytest.raises(ValueError, match="Unknown chat template 'vicuna_v9'"):
+        resolve_template("vicuna_v9", detected, tokenizer)
+    custom = "{% for m in messages %}{% generation %}{{ m.content }}{% endgeneration %}{% endfor %}"
+    assert resolve_template(custom, detected, tokenizer) == ("custom", custom)
+    assert all(has_generation_markers(load_template(name)) for name in ("vicuna_v1", "llama2_chat", "llama3", "gemma"))
+
+
+def test_template_override_by_name(built):
+    model, processor = built("llama2", "clip", template="llama2_chat")
+    text = processor.apply_chat_template(two_turn_messages())
+    assert text == "<s>[INST] <image>\nWhat colour is it? [/INST] It is red. </s><s>[INST] How many circles? [/INST] Two. </s>"
+    spans, _ = _supervised_spans(processor, two_turn_messages())
+    assert spans == [" It is red. </s>", " Two. </s>"]
+
+
+def test_unknown_role_fails_loudly(built):
+    _, processor = built("llama3", "clip")
+    with pytest.raises(Exception, match="Unknown role 'tool'"):
+        processor.apply_chat_template([{"role": "tool", "content": "42"}])
