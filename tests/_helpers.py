@@ -16,7 +16,10 @@ def two_turn_messages(image=None):
     """A 2-turn conversation with one image in the first user turn (transformers' message format)."""
     image = chat_image() if image is None else image
     return [
-        {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "What colour is it?"}]},
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": image}, {"type": "text", "text": "What colour is it?"}],
+        },
         {"role": "assistant", "content": [{"type": "text", "text": "It is red."}]},
         {"role": "user", "content": [{"type": "text", "text": "How many circles?"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "Two."}]},

@@ -19,7 +19,9 @@ import torch  # noqa: E402
 from llava_swap import tiny  # noqa: E402
 
 # The real tokenizers live beside the project (../shared/tokenizers); a user's clone has none.
-SHARED_TOKENIZERS = Path(os.environ.get("LLAVA_SWAP_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "tokenizers"
+SHARED_TOKENIZERS = (
+    Path(os.environ.get("LLAVA_SWAP_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "tokenizers"
+)
 REAL_TOKENIZERS = ("llama2", "llama3", "llama3-instruct")
 
 torch.set_num_threads(2)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from _helpers import two_turn_messages
 from transformers import AutoConfig, AutoTokenizer
 
+from _helpers import two_turn_messages
 from llava_swap import detect_family
 from llava_swap.families import has_generation_markers, load_template, resolve_template
 
@@ -175,7 +175,10 @@ def test_custom_template_needs_generation_markers(tiny_lm):
 def test_template_override_by_name(built):
     model, processor = built("llama2", "clip", template="llama2_chat")
     text = processor.apply_chat_template(two_turn_messages())
-    assert text == "<s>[INST] <image>\nWhat colour is it? [/INST] It is red. </s><s>[INST] How many circles? [/INST] Two. </s>"
+    assert (
+        text
+        == "<s>[INST] <image>\nWhat colour is it? [/INST] It is red. </s><s>[INST] How many circles? [/INST] Two. </s>"
+    )
     spans, _ = _supervised_spans(processor, two_turn_messages())
     assert spans == [" It is red. </s>", " Two. </s>"]
 

@@ -25,7 +25,9 @@ from transformers import (
     GenerationConfig,
     PretrainedConfig,
 )
-from transformers.models.auto.image_processing_auto import AutoImageProcessor  # the top-level name needs torchvision in 5.17
+from transformers.models.auto.image_processing_auto import (
+    AutoImageProcessor,  # the top-level name needs torchvision in 5.17
+)
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from .configuration_llava_swap import VISION_PREFIX_TOKENS, LlavaSwapConfig
@@ -50,7 +52,9 @@ VISION_KINDS = {
     kind.name: kind
     for kind in (
         VisionKind("clip", ("clip", "clip_vision_model"), "clip_vision_model", "default", True, "CLIPVisionModel"),
-        VisionKind("siglip", ("siglip", "siglip_vision_model"), "siglip_vision_model", "full", True, "SiglipVisionModel"),
+        VisionKind(
+            "siglip", ("siglip", "siglip_vision_model"), "siglip_vision_model", "full", True, "SiglipVisionModel"
+        ),
         VisionKind("dinov2", ("dinov2",), "dinov2", "default", False, "Dinov2Model"),
     )
 }
@@ -103,6 +107,9 @@ def build_vlm(
     Returns:
         `(model, processor)`: save both with `save_pretrained` into one directory.
     """
+    # Check both sources before loading either: a typo in the second should not cost loading the first.
+    _check_source(language_model, "language_model")
+    _check_source(vision_model, "vision_model")
     language = load_language_model(language_model, family=family, template=template, torch_dtype=torch_dtype, seed=seed)
     vision = load_vision_model(vision_model, torch_dtype=torch_dtype)
     return _compose(language, vision, projector, vision_feature_layer, seed)
@@ -178,7 +185,9 @@ def load_language_model(
     """Loads a causal LM and its tokenizer and prepares the tokenizer for its family (see `families.py`)."""
     source = _check_source(source, "language_model")
     config = _load_config(source, "language_model")
-    if config.model_type in VISION_PREFIX_TOKENS or any(config.model_type in k.model_types for k in VISION_KINDS.values()):
+    if config.model_type in VISION_PREFIX_TOKENS or any(
+        config.model_type in k.model_types for k in VISION_KINDS.values()
+    ):
         raise ValueError(
             f"language_model={source!r} is a {config.model_type} checkpoint, a vision encoder: pass it as vision_model."
         )
@@ -227,7 +236,11 @@ def load_vision_model(source: str | os.PathLike, torch_dtype: torch.dtype | str 
     config = _load_config(source, "vision_model")
     kind = next((k for k in VISION_KINDS.values() if config.model_type in k.model_types), None)
     if kind is None:
-        hint = " It is a causal LM: pass it as language_model." if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else ""
+        hint = (
+            " It is a causal LM: pass it as language_model."
+            if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+            else ""
+        )
         raise ValueError(
             f"vision_model={source!r} is a {config.model_type!r} checkpoint, not a supported vision encoder "
             f"(CLIP, SigLIP or DINOv2: model types {[t for k in VISION_KINDS.values() for t in k.model_types]}).{hint}"
@@ -330,7 +343,9 @@ def _model_and_processor(model, processor):
         path = _check_source(model, "model")
         return LlavaSwapForCausalLM.from_pretrained(path), processor or LlavaSwapProcessor.from_pretrained(path)
     if processor is None:
-        raise ValueError("Pass the model's processor too (processor=...): the swap reuses its image processor/tokenizer.")
+        raise ValueError(
+            "Pass the model's processor too (processor=...): the swap reuses its image processor/tokenizer."
+        )
     return model, processor
 
 
@@ -358,10 +373,13 @@ def _load_config(source: str, role: str) -> PretrainedConfig:
     try:
         return AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as error:
-        raise OSError(
-            f"{role}={source!r}: no loadable config.json ({error.__class__.__name__}: {error}). Pass a checkpoint "
-            "directory with config.json, or a Hub id reachable from here (offline: download it first)."
-        ) from error
+        reason = " ".join(str(error).split())  # one line, whatever the library wrote
+        where = (
+            "a checkpoint directory with config.json"
+            if Path(source).exists()
+            else "a local directory, or a Hub id reachable from here (offline or without network: download it first)"
+        )
+        raise OSError(f"{role}={source!r}: no loadable config.json ({reason}). Pass {where}.") from error
 
 
 def _processed_size(image_processor, source) -> tuple[int, int]:
@@ -381,4 +399,11 @@ def _dtype_kwargs(torch_dtype) -> dict:
     return {} if torch_dtype is None else {"dtype": torch_dtype}
 
 
-__all__ = ["VISION_KINDS", "build_vlm", "load_language_model", "load_vision_model", "swap_language_model", "swap_vision_model"]
+__all__ = [
+    "VISION_KINDS",
+    "build_vlm",
+    "load_language_model",
+    "load_vision_model",
+    "swap_language_model",
+    "swap_vision_model",
+]

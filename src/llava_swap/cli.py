@@ -45,7 +45,12 @@ def demo(args: argparse.Namespace) -> int:
         f"[2/4] built LlavaSwapForCausalLM: family={config.llm_family}, template={config.chat_template_name}, "
         f"projector={config.projector_type}, {config.image_seq_length} image tokens per image\n      parameters: {sizes}"
     )
-    messages = [{"role": "user", "content": [{"type": "image", "image": _demo_image()}, {"type": "text", "text": args.question}]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": _demo_image()}, {"type": "text", "text": args.question}],
+        }
+    ]
     inputs = processor.apply_chat_template(
         messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
     )

@@ -122,7 +122,9 @@ def load_template(name: str) -> str:
     return (folder / "_render_content.jinja").read_text() + (folder / f"{name}.jinja").read_text()
 
 
-def resolve_template(template: str | None, detected: DetectedFamily, tokenizer: PreTrainedTokenizerBase) -> tuple[str, str]:
+def resolve_template(
+    template: str | None, detected: DetectedFamily, tokenizer: PreTrainedTokenizerBase
+) -> tuple[str, str]:
     """Picks the chat template: `(name, jinja source)`.
 
     `template` may be a shipped template's name or a Jinja string. Without it: the family's template; for an unknown
@@ -160,13 +162,17 @@ def stop_tokens(
             continue
         token_id = tokenizer.convert_tokens_to_ids(token)
         if token_id is None or token_id == tokenizer.unk_token_id:
-            raise ValueError(f"Stop token {token!r} of template {template_name!r} is not in the tokenizer's vocabulary.")
+            raise ValueError(
+                f"Stop token {token!r} of template {template_name!r} is not in the tokenizer's vocabulary."
+            )
         if token_id not in ids:
             ids.append(token_id)
     extra_ids = [extra_ids] if isinstance(extra_ids, int) else list(extra_ids or [])
     ids += [token_id for token_id in extra_ids if token_id not in ids]
     if not ids:
-        raise ValueError("The tokenizer has no eos token and the template no end-of-turn token: generation could not stop.")
+        raise ValueError(
+            "The tokenizer has no eos token and the template no end-of-turn token: generation could not stop."
+        )
     return ids
 
 

@@ -68,9 +68,7 @@ def native_config_to_llava_swap(config: LlavaConfig) -> LlavaSwapConfig:
     )
 
 
-def export_hf_llava(
-    model: LlavaSwapForCausalLM, processor: LlavaSwapProcessor, out_dir: str | os.PathLike
-) -> Path:
+def export_hf_llava(model: LlavaSwapForCausalLM, processor: LlavaSwapProcessor, out_dir: str | os.PathLike) -> Path:
     """Writes `model` and `processor` in transformers' native llava format.
 
     The result loads with `LlavaForConditionalGeneration` / `AutoModelForImageTextToText` and `AutoProcessor` in a

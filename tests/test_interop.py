@@ -1,0 +1,118 @@
+"""Export to transformers' native llava format, loaded in a process that never imports llava_swap; and import back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from _helpers import two_turn_messages
+from llava_swap import LlavaSwapForCausalLM, export_hf_llava
+
+# Runs in a fresh interpreter: plain transformers only. It must not even be able to import llava_swap by accident.
+NATIVE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["llava_swap"] = None  # any import of llava_swap now fails
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaForConditionalGeneration
+    from PIL import Image
+
+    export_dir, inputs_path, out_path = sys.argv[1:4]
+    model = AutoModelForImageTextToText.from_pretrained(export_dir)
+    assert type(model) is LlavaForConditionalGeneration, type(model)
+    processor = AutoProcessor.from_pretrained(export_dir)
+    assert type(processor).__name__ == "LlavaProcessor", type(processor)
+    inputs = torch.load(inputs_path)
+    image = Image.open(inputs.pop("image_path"))
+    messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "What colour is it?"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        generated = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    torch.save({"logits": logits, "generated": generated, "prompt_ids": prompt["input_ids"]}, out_path)
+    """
+)
+
+
+@pytest.mark.parametrize(("family", "kind"), [("llama3", "clip"), ("llama2", "siglip"), ("gemma", "dinov2")])
+def test_export_loads_in_plain_transformers_with_equal_logits(built, tmp_path, family, kind):
+    model, processor = built(family, kind)
+    export_dir = export_hf_llava(model, processor, tmp_path / "native")
+    config = json.loads((export_dir / "config.json").read_text())
+    assert config["model_type"] == "llava" and config["architectures"] == ["LlavaForConditionalGeneration"]
+    assert "llava_swap" not in (export_dir / "config.json").read_text()
+
+    image = two_turn_messages()[0]["content"][0]["image"]
+    image.save(tmp_path / "image.png")
+    inputs = processor.apply_chat_template(two_turn_messages(), tokenize=True, return_dict=True, return_tensors="pt")
+    torch.save({**inputs, "image_path": str(tmp_path / "image.png")}, tmp_path / "inputs.pt")
+    script = tmp_path / "native.py"
+    script.write_text(NATIVE_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, str(script), str(export_dir), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    native = torch.load(tmp_path / "out.pt")
+
+    prompt = processor.apply_chat_template(
+        two_turn_messages()[:1], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        ours = model(**inputs).logits
+        generated = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    assert torch.equal(native["prompt_ids"], prompt["input_ids"])  # same processor behaviour
+    assert (native["logits"] - ours).abs().max().item() <= 1e-5
+    assert torch.equal(native["generated"], generated)
+
+
+def test_native_checkpoint_loads_into_llava_swap(built, tmp_path):
+    from transformers import LlavaForConditionalGeneration
+
+    model, processor = built("gemma", "clip")
+    export_dir = export_hf_llava(model, processor, tmp_path / "native")
+    native = LlavaForConditionalGeneration.from_pretrained(export_dir)
+    ours = LlavaSwapForCausalLM.from_pretrained(export_dir)
+    assert ours.config.model_type == "llava_swap" and ours.config.projector_type == "mlp2x_gelu"
+    inputs = processor.apply_chat_template(two_turn_messages(), tokenize=True, return_dict=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(ours(**inputs).logits, native(**inputs).logits)
+
+
+def test_saved_checkpoint_uses_the_native_on_disk_layout(built, tmp_path):
+    """What we save is what llava-hf checkpoints hold, so a config rewrite alone makes it native."""
+    from safetensors import safe_open
+
+    model, processor = built("llama3", "clip")
+    model.save_pretrained(tmp_path / "ours")
+    export_hf_llava(model, processor, tmp_path / "native")
+    with (
+        safe_open(tmp_path / "ours" / "model.safetensors", "pt") as ours,
+        safe_open(tmp_path / "native" / "model.safetensors", "pt") as native,
+    ):
+        assert set(ours.keys()) == set(native.keys())
+        assert all(torch.equal(ours.get_tensor(key), native.get_tensor(key)) for key in ours.keys())  # noqa: SIM118
+
+
+def test_linear_projector_cannot_be_exported(built, tmp_path):
+    model, processor = built("llama3", "clip", projector="linear")
+    with pytest.raises(ValueError, match="projector_type='linear' cannot be exported.*mlp2x_gelu"):
+        export_hf_llava(model, processor, tmp_path / "native")
+    assert not (tmp_path / "native").exists()
+
+
+def test_cli_export(built, tmp_path):
+    from llava_swap.cli import main
+
+    model, processor = built("llama2", "clip")
+    model.save_pretrained(tmp_path / "ours")
+    processor.save_pretrained(tmp_path / "ours")
+    assert main(["export", "--model", str(tmp_path / "ours"), "--out", str(tmp_path / "native")]) == 0
+    assert json.loads((tmp_path / "native" / "config.json").read_text())["model_type"] == "llava"
