@@ -30,34 +30,10 @@ from transformers.models.auto.image_processing_auto import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from .configuration_llava_swap import VISION_PREFIX_TOKENS, LlavaSwapConfig
+from .configuration_llava_swap import VISION_KINDS, LlavaSwapConfig, VisionKind, vision_kind
 from .families import IMAGE_TOKEN, detect_family, prepare_tokenizer, resolve_template, stop_tokens
 from .modeling_llava_swap import LlavaSwapForCausalLM, LlavaSwapProjector
 from .processing_llava_swap import LlavaSwapProcessor
-
-
-@dataclass(frozen=True)
-class VisionKind:
-    """A supported vision encoder: the config model types it comes as, and how LLaVA reads its features."""
-
-    name: str
-    model_types: tuple[str, ...]  # a full checkpoint (clip) or a vision-only one (clip_vision_model)
-    vision_model_type: str  # model_type of the vision-only config we keep
-    select_strategy: str  # "default" drops the CLS token; SigLIP has none, so it keeps all
-    fixed_resolution: bool  # learned position embeddings for exactly config.image_size (DINOv2 interpolates)
-    model_class: str  # transformers class that loads the vision half from either kind of checkpoint
-
-
-VISION_KINDS = {
-    kind.name: kind
-    for kind in (
-        VisionKind("clip", ("clip", "clip_vision_model"), "clip_vision_model", "default", True, "CLIPVisionModel"),
-        VisionKind(
-            "siglip", ("siglip", "siglip_vision_model"), "siglip_vision_model", "full", True, "SiglipVisionModel"
-        ),
-        VisionKind("dinov2", ("dinov2",), "dinov2", "default", False, "Dinov2Model"),
-    )
-}
 
 
 @dataclass
@@ -136,7 +112,7 @@ def swap_language_model(
     vision = VisionParts(
         model=copy.deepcopy(model.model.vision_tower),
         image_processor=copy.deepcopy(processor.image_processor),
-        kind=_vision_kind(model.config.vision_config),
+        kind=vision_kind(model.config.vision_config.model_type),
         source=model.config.vision_model_name_or_path,
     )
     projector_state = _projector_state(model) if keep_projector else None
@@ -175,6 +151,11 @@ def swap_vision_model(
     return _compose(language, vision, config.projector_type, layer, seed, projector_state)
 
 
+# LM config fields that make the CausalLM head more than `lm_head(hidden)`: the LLaVA architecture (and the native
+# llava format) applies the plain head, so such a model would silently change. Value that means "off" in brackets.
+HEAD_MODIFIERS = {"final_logit_softcapping": None, "logits_scaling": 1.0, "logit_scale": 1.0}
+
+
 def load_language_model(
     source: str | os.PathLike,
     family: str | None = None,
@@ -185,9 +166,7 @@ def load_language_model(
     """Loads a causal LM and its tokenizer and prepares the tokenizer for its family (see `families.py`)."""
     source = _check_source(source, "language_model")
     config = _load_config(source, "language_model")
-    if config.model_type in VISION_PREFIX_TOKENS or any(
-        config.model_type in k.model_types for k in VISION_KINDS.values()
-    ):
+    if vision_kind(config.model_type) is not None:
         raise ValueError(
             f"language_model={source!r} is a {config.model_type} checkpoint, a vision encoder: pass it as vision_model."
         )
@@ -196,22 +175,21 @@ def load_language_model(
             f"language_model={source!r} is a {config.model_type!r} checkpoint, which transformers cannot load as a "
             "causal language model (AutoModelForCausalLM): pass a decoder LLM such as LLaMA or Gemma."
         )
-    if getattr(config, "final_logit_softcapping", None):
-        raise ValueError(
-            f"language_model={source!r} caps its logits (final_logit_softcapping={config.final_logit_softcapping}); "
-            "the LLaVA architecture (and transformers' native llava format) applies a plain LM head and would silently "
-            "change its outputs. Use a model without logit soft-capping (e.g. Gemma-1, LLaMA)."
-        )
+    for name, neutral in HEAD_MODIFIERS.items():
+        value = getattr(config, name, neutral)
+        if value not in (neutral, None):
+            raise ValueError(
+                f"language_model={source!r} transforms its logits ({name}={value}); the LLaVA architecture (and "
+                "transformers' native llava format) applies a plain LM head and would silently change its outputs. "
+                "Use an LLM without it (LLaMA, Gemma-1, Mistral, ...)."
+            )
     tokenizer = AutoTokenizer.from_pretrained(source)
     detected = detect_family(config, tokenizer, override=family)
     template_name, template_source = resolve_template(template, detected, tokenizer)
-    added = prepare_tokenizer(tokenizer, detected.name, template_source)
+    old_vocabulary = len(tokenizer)
+    prepare_tokenizer(tokenizer, detected.name, template_source)
     lm = AutoModelForCausalLM.from_pretrained(source, **_dtype_kwargs(torch_dtype))
-    if added:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            # New rows (<image>, maybe <pad>) start from the mean and covariance of the existing embeddings.
-            lm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    _add_embedding_rows(lm, old_vocabulary, len(tokenizer), seed)
     lm.config.pad_token_id = tokenizer.pad_token_id
     generation_config = copy.deepcopy(lm.generation_config)
     generation_config.eos_token_id = stop_tokens(template_name, tokenizer, lm.generation_config.eos_token_id)
@@ -230,11 +208,36 @@ def load_language_model(
     )
 
 
+def _add_embedding_rows(lm, old_vocabulary: int, new_vocabulary: int, seed: int) -> None:
+    """Gives the token ids [old_vocabulary, new_vocabulary) embedding (and head) rows drawn from N(mean, cov) of the
+    existing rows, as transformers' mean resizing does. Vocabularies padded beyond the tokenizer (Qwen, Phi-3) keep
+    their size; their spare rows were never trained, so the new ids get fresh rows there too."""
+    if new_vocabulary == old_vocabulary:
+        return
+    if new_vocabulary > lm.get_input_embeddings().num_embeddings:
+        lm.resize_token_embeddings(new_vocabulary, mean_resizing=False)
+    tied = lm.get_output_embeddings().weight is lm.get_input_embeddings().weight
+    matrices = [lm.get_input_embeddings().weight] + ([] if tied else [lm.get_output_embeddings().weight])
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for weight in matrices:
+            existing = weight[:old_vocabulary].double()
+            mean = existing.mean(0)
+            centered = existing - mean
+            covariance = centered.T @ centered / old_vocabulary
+            try:  # a tiny covariance keeps the new rows near the mean while breaking symmetry between them
+                sampler = torch.distributions.MultivariateNormal(mean, covariance_matrix=1e-5 * covariance)
+                rows = sampler.sample((new_vocabulary - old_vocabulary,))
+            except ValueError:  # covariance not positive definite (e.g. fewer rows than dimensions)
+                rows = mean.expand(new_vocabulary - old_vocabulary, -1)
+            weight[old_vocabulary:new_vocabulary] = rows.to(weight.dtype)
+
+
 def load_vision_model(source: str | os.PathLike, torch_dtype: torch.dtype | str | None = None) -> VisionParts:
     """Loads a CLIP, SigLIP or DINOv2 vision encoder (a vision-only or a full CLIP/SigLIP checkpoint)."""
     source = _check_source(source, "vision_model")
     config = _load_config(source, "vision_model")
-    kind = next((k for k in VISION_KINDS.values() if config.model_type in k.model_types), None)
+    kind = vision_kind(config.model_type)
     if kind is None:
         hint = (
             " It is a causal LM: pass it as language_model."
@@ -268,7 +271,7 @@ def _compose(
             f"vision_model={vision.source!r}: its image processor outputs {height}x{width} images but the encoder "
             f"was built for {vision_config.image_size}x{vision_config.image_size}; fix preprocessor_config.json."
         )
-    prefix_tokens = VISION_PREFIX_TOKENS[vision.kind.vision_model_type]
+    prefix_tokens = vision.kind.prefix_tokens
     dropped = prefix_tokens if vision.kind.select_strategy == "default" else 0
     image_seq_length = (height // patch) * (width // patch) + prefix_tokens - dropped
     config = LlavaSwapConfig(
@@ -287,10 +290,12 @@ def _compose(
     )
     with torch.device("meta"):  # the backbones exist already: build only the frame, then put them in
         model = LlavaSwapForCausalLM(config)
-    model.model.vision_tower = vision.model
+    # One dtype for the whole model (the LLM's: e.g. a bf16 LLaMA with an fp32 CLIP becomes bf16 throughout), so
+    # the saved config's dtype describes every tensor and a reload or native export reproduces the same logits.
+    dtype = language.head.weight.dtype
+    model.model.vision_tower = vision.model.to(dtype)
     model.model.language_model = language.body
     model.lm_head = language.head
-    dtype = language.head.weight.dtype
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         projector = LlavaSwapProjector(config)
@@ -301,6 +306,7 @@ def _compose(
     # One config object per part, shared by the parts, so attention settings and sizes never disagree.
     model.config.text_config = language.body.config
     model.config.vision_config = vision_config
+    model.config.dtype = dtype
     model.generation_config = language.generation_config
     model.eval()
 
@@ -347,10 +353,6 @@ def _model_and_processor(model, processor):
             "Pass the model's processor too (processor=...): the swap reuses its image processor/tokenizer."
         )
     return model, processor
-
-
-def _vision_kind(config: PretrainedConfig) -> VisionKind:
-    return next(k for k in VISION_KINDS.values() if config.model_type in k.model_types)
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")

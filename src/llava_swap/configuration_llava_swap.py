@@ -9,12 +9,41 @@ bad value fails here, named, instead of as a shape error deep inside a forward p
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
 
-# Tokens a vision encoder puts before its patch tokens: the "default" strategy drops them (LLaVA drops CLIP's CLS).
-VISION_PREFIX_TOKENS = {"clip_vision_model": 1, "siglip_vision_model": 0, "dinov2": 1}
+
+@dataclass(frozen=True)
+class VisionKind:
+    """A supported vision encoder family and how LLaVA reads its features."""
+
+    name: str
+    model_types: tuple[str, ...]  # as a full checkpoint (clip) or a vision-only one (clip_vision_model)
+    vision_model_type: str  # model_type of the vision-only config the composed model keeps
+    prefix_tokens: int  # tokens before the patch tokens (CLS): the "default" strategy drops them
+    select_strategy: str  # LLaVA's choice: drop CLIP's CLS ("default"); SigLIP has none, so keep all ("full")
+    fixed_resolution: bool  # position embeddings for exactly config.image_size (DINOv2 interpolates)
+    model_class: str  # transformers class that loads the vision half from either kind of checkpoint
+
+
+VISION_KINDS = {
+    kind.name: kind
+    for kind in (
+        VisionKind("clip", ("clip", "clip_vision_model"), "clip_vision_model", 1, "default", True, "CLIPVisionModel"),
+        VisionKind(
+            "siglip", ("siglip", "siglip_vision_model"), "siglip_vision_model", 0, "full", True, "SiglipVisionModel"
+        ),
+        VisionKind("dinov2", ("dinov2",), "dinov2", 1, "default", False, "Dinov2Model"),
+    )
+}
+
+
+def vision_kind(model_type: str) -> VisionKind | None:
+    """The vision kind a config's model_type belongs to, or None."""
+    return next((kind for kind in VISION_KINDS.values() if model_type in kind.model_types), None)
+
 
 SELECT_STRATEGIES = ("default", "full")
 _MLP_PROJECTOR = re.compile(r"^mlp(\d+)x_gelu$")
@@ -53,7 +82,8 @@ class LlavaSwapConfig(PretrainedConfig):
         vision_config (`PretrainedConfig` or `dict`): config of the vision encoder (CLIP, SigLIP or DINOv2).
         text_config (`PretrainedConfig` or `dict`): config of the language model (any causal LM architecture).
         image_token_id (`int`): id of the `<image>` placeholder token in the tokenizer.
-        image_seq_length (`int`): number of placeholder tokens one image expands to (the processor derives it).
+        image_seq_length (`int`): number of placeholder tokens one image expands to; default: derived from the
+            vision config's image and patch size (`build_vlm` passes what the image processor really yields).
         projector_type (`str`): `"mlp2x_gelu"` (LLaVA-1.5, default), `"linear"` (LLaVA-1) or `"mlp{N}x_gelu"`.
         projector_hidden_act (`str`): activation between the projector's linear layers.
         projector_bias (`bool`): whether the projector's linear layers have biases.
@@ -70,7 +100,7 @@ class LlavaSwapConfig(PretrainedConfig):
     vision_config: Any = None
     text_config: Any = None
     image_token_id: int | None = None
-    image_seq_length: int = 576
+    image_seq_length: int | None = None
     projector_type: str = "mlp2x_gelu"
     projector_hidden_act: str = "gelu"
     projector_bias: bool = True
@@ -99,12 +129,13 @@ class LlavaSwapConfig(PretrainedConfig):
                 "(drop the CLS token) or 'full' (keep every token)."
             )
         vision_type = self.vision_config.model_type
-        if vision_type not in VISION_PREFIX_TOKENS:
+        kind = vision_kind(vision_type)
+        if kind is None or vision_type != kind.vision_model_type:
             raise ValueError(
-                f"vision_config.model_type={vision_type!r} is not a supported vision encoder: use one of "
-                f"{sorted(VISION_PREFIX_TOKENS)} (CLIP, SigLIP or DINOv2)."
+                f"vision_config.model_type={vision_type!r} is not a supported vision encoder config: use one of "
+                f"{[k.vision_model_type for k in VISION_KINDS.values()]} (CLIP, SigLIP or DINOv2)."
             )
-        if self.vision_feature_select_strategy == "default" and VISION_PREFIX_TOKENS[vision_type] == 0:
+        if self.vision_feature_select_strategy == "default" and kind.prefix_tokens == 0:
             raise ValueError(
                 f"vision_feature_select_strategy='default' drops a CLS token, but {vision_type} has none: "
                 "use 'full' so no image patch is thrown away."
@@ -115,19 +146,32 @@ class LlavaSwapConfig(PretrainedConfig):
                 f"vision_feature_layer={self.vision_feature_layer} is out of range for a vision encoder with "
                 f"{self.vision_config.num_hidden_layers} layers: pick a value in [{-num_states}, {num_states - 1}]."
             )
-        if self.image_seq_length is None or self.image_seq_length < 1:
+        patches = (self.vision_config.image_size // self.vision_config.patch_size) ** 2
+        expected = patches + kind.prefix_tokens - self.vision_tokens_dropped
+        if self.image_seq_length is None:
+            self.image_seq_length = expected
+        if self.image_seq_length < 1:
             raise ValueError(f"image_seq_length={self.image_seq_length} must be a positive number of image tokens.")
+        if kind.fixed_resolution:
+            if self.image_seq_length != expected:
+                raise ValueError(
+                    f"image_seq_length={self.image_seq_length}, but a {vision_type} with image_size "
+                    f"{self.vision_config.image_size} and patch_size {self.vision_config.patch_size} yields {expected} "
+                    f"tokens per image with strategy {self.vision_feature_select_strategy!r}: set image_seq_length={expected}."
+                )
         vocab_size = self.text_config.vocab_size
-        if self.image_token_id is not None and not 0 <= self.image_token_id < vocab_size:
-            raise ValueError(
-                f"image_token_id={self.image_token_id} is outside the language model's vocabulary "
-                f"(vocab_size={vocab_size}): resize the embeddings after adding <image> to the tokenizer."
-            )
+        for name in ("image_token_id", "pad_token_id"):
+            value = getattr(self, name, None)
+            if value is not None and not 0 <= value < vocab_size:
+                raise ValueError(
+                    f"{name}={value} is outside the language model's vocabulary (vocab_size={vocab_size}): resize "
+                    "the embeddings after adding the token to the tokenizer."
+                )
 
     @property
     def num_vision_prefix_tokens(self) -> int:
         """Tokens before the patch tokens in the vision encoder's output (CLS for CLIP and DINOv2)."""
-        return VISION_PREFIX_TOKENS[self.vision_config.model_type]
+        return vision_kind(self.vision_config.model_type).prefix_tokens
 
     @property
     def vision_tokens_dropped(self) -> int:
@@ -135,4 +179,4 @@ class LlavaSwapConfig(PretrainedConfig):
         return self.num_vision_prefix_tokens if self.vision_feature_select_strategy == "default" else 0
 
 
-__all__ = ["LlavaSwapConfig", "projector_depth"]
+__all__ = ["VISION_KINDS", "LlavaSwapConfig", "VisionKind", "projector_depth", "vision_kind"]

@@ -34,7 +34,7 @@ class Family:
     model_types: tuple[str, ...]  # config.model_type values of this family (empty: any)
     marker_tokens: tuple[str, ...]  # all must be in the tokenizer's vocabulary
     base_template: str
-    chat_template: str
+    chat_template: str | None  # None: the family has no chat format of ours; a chat checkpoint's own is used
     pad_candidates: tuple[str, ...] = ()  # used as pad, in order, when the tokenizer has none
     max_context: int | None = None  # LLaMA-1 (2048) vs LLaMA-2 (4096) share the tokenizer, not the context
     min_context: int | None = None
@@ -67,8 +67,9 @@ FAMILIES = {
         ),
         # LLaVA pads LLaMA-1/2 with <unk>: byte fallback means the tokenizer never emits it for real text.
         Family("llama2", ("llama",), _SENTENCEPIECE_LLAMA, "vicuna_v1", "llama2_chat", ("<unk>",), min_context=4096),
-        Family("llama1", ("llama",), _SENTENCEPIECE_LLAMA, "vicuna_v1", "vicuna_v1", ("<unk>",), max_context=2048),
-        Family("other", (), (), "vicuna_v1", "vicuna_v1"),
+        # LLaMA-1 had no chat release; LLaMA-1-shaped chat models (TinyLlama-chat, ...) bring their own template.
+        Family("llama1", ("llama",), _SENTENCEPIECE_LLAMA, "vicuna_v1", None, ("<unk>",), max_context=2048),
+        Family("other", (), (), "vicuna_v1", None),
     )
 }
 
@@ -81,7 +82,8 @@ class DetectedFamily:
     is_chat: bool
 
     @property
-    def template(self) -> str:
+    def template(self) -> str | None:
+        """Name of the family's template for this variant; None: use the checkpoint's own chat template."""
         family = FAMILIES[self.name]
         return family.chat_template if self.is_chat else family.base_template
 
@@ -127,15 +129,23 @@ def resolve_template(
 ) -> tuple[str, str]:
     """Picks the chat template: `(name, jinja source)`.
 
-    `template` may be a shipped template's name or a Jinja string. Without it: the family's template; for an unknown
-    family, the tokenizer's own template when it marks assistant turns with {% generation %}, else vicuna_v1.
-    Assistant-only loss needs those markers, so a template without them is refused.
+    `template` may be a shipped template's name or a Jinja string. Without it: the family's template; for a chat
+    checkpoint of a family without one of ours (other, llama1), the tokenizer's own, which must mark assistant turns
+    with {% generation %} for assistant-only loss: if it does not, an error asks for an explicit template rather than
+    silently training in a format the checkpoint was not tuned on.
     """
     if template is None:
-        own = getattr(tokenizer, "chat_template", None)
-        if detected.name == "other" and isinstance(own, str) and has_generation_markers(own):
-            return "tokenizer", own
         template = detected.template
+        if template is None:
+            own = getattr(tokenizer, "chat_template", None)
+            if isinstance(own, str) and has_generation_markers(own):
+                return "tokenizer", own
+            raise ValueError(
+                f"This {detected.name!r}-family chat checkpoint ships its own chat template, without "
+                "{% generation %} markers around assistant turns, so answers could not be supervised alone. Pass "
+                f"template= one of {sorted(TEMPLATES)} (LLaVA used 'vicuna_v1'), or its own template with the "
+                "markers added."
+            )
     if template in TEMPLATES:
         return template, load_template(template)
     if "{%" not in template and "{{" not in template:

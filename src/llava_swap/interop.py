@@ -19,6 +19,9 @@ from .modeling_llava_swap import LlavaSwapForCausalLM
 from .processing_llava_swap import LlavaSwapProcessor
 
 
+NATIVE_TIED_EMBEDDING = "model.language_model.embed_tokens.weight"  # what LlavaForConditionalGeneration ties
+
+
 def llava_swap_config_to_native(config: LlavaSwapConfig) -> LlavaConfig:
     """The native `LlavaConfig` equivalent to `config`; raises if the native format cannot express it."""
     if config.projector_type != "mlp2x_gelu":
@@ -76,6 +79,12 @@ def export_hf_llava(model: LlavaSwapForCausalLM, processor: LlavaSwapProcessor, 
     """
     out = Path(out_dir)
     native_config = llava_swap_config_to_native(model.config)
+    tied_to = model._tied_weights_keys.get("lm_head.weight")
+    if native_config.tie_word_embeddings and tied_to != NATIVE_TIED_EMBEDDING:
+        raise ValueError(
+            f"The LM head is tied to {tied_to!r}, but the native llava format ties it to {NATIVE_TIED_EMBEDDING!r} "
+            "only: this LLM cannot be exported natively; keep it in the llava_swap format (save_pretrained)."
+        )
     with torch.device("meta"):
         native = LlavaForConditionalGeneration(native_config)
     # Same parameter names by construction: a strict load fails loudly if that ever stops being true.

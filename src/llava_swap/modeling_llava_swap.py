@@ -104,20 +104,23 @@ class LlavaSwapModel(LlavaSwapPreTrainedModel):
         features = outputs.hidden_states[self.config.vision_feature_layer]  # (images, prefix + patches, vision_dim)
         return features[:, self.config.vision_tokens_dropped :]
 
-    def merge_image_features(
-        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, image_features: torch.Tensor
-    ) -> torch.Tensor:
-        """Writes projected image features over the `<image>` placeholder embeddings, after counting both."""
-        projected = self.multi_modal_projector(image_features.to(self.multi_modal_projector.linear_1.weight.dtype))
+    def image_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """`(batch, seq)` True where the `<image>` placeholder sits."""
         if input_ids is not None:
-            placeholder = input_ids == self.config.image_token_id
-        else:  # only embeddings given: find the placeholders by their embedding
-            image_embedding = self.get_input_embeddings()(
-                torch.tensor(self.config.image_token_id, device=inputs_embeds.device)
-            )
-            placeholder = (inputs_embeds == image_embedding).all(-1)
-        num_placeholders = int(placeholder.sum())
-        num_images, tokens_per_image = projected.shape[:2]
+            return input_ids == self.config.image_token_id
+        # Only embeddings given: find the placeholders by their embedding.
+        image_embedding = self.get_input_embeddings()(
+            torch.tensor(self.config.image_token_id, device=inputs_embeds.device)
+        )
+        return (inputs_embeds == image_embedding).all(-1)
+
+    def merge_image_features(self, placeholder: torch.Tensor, inputs_embeds: torch.Tensor, projected: torch.Tensor):
+        """Writes projected image features over the `<image>` placeholder embeddings, after counting both."""
+        self.check_image_count(int(placeholder.sum()), *projected.shape[:2])
+        mask = placeholder.unsqueeze(-1).expand_as(inputs_embeds)
+        return inputs_embeds.masked_scatter(mask, projected.to(inputs_embeds.dtype).reshape(-1))
+
+    def check_image_count(self, num_placeholders: int, num_images: int, tokens_per_image: int) -> None:
         if num_placeholders != num_images * tokens_per_image:
             raise ValueError(
                 f"Image features and image tokens do not match: the text holds {num_placeholders} <image> tokens "
@@ -125,8 +128,6 @@ class LlavaSwapModel(LlavaSwapPreTrainedModel):
                 "were given. Build the inputs with LlavaSwapProcessor (it expands each <image> to "
                 f"{self.config.image_seq_length} tokens) and pass exactly one image per <image> marker."
             )
-        mask = placeholder.unsqueeze(-1).expand_as(inputs_embeds)
-        return inputs_embeds.masked_scatter(mask, projected.to(inputs_embeds.dtype).reshape(-1))
 
     def forward(
         self,
@@ -150,9 +151,15 @@ class LlavaSwapModel(LlavaSwapPreTrainedModel):
             image_features = self.get_vision_features(pixel_values)
         kwargs.pop("return_dict", None)  # always a ModelOutput inside; generate passes return_dict itself
         image_hidden_states = None
-        if image_features is not None:
-            inputs_embeds = self.merge_image_features(input_ids, inputs_embeds, image_features)
-            image_hidden_states = image_features
+        prefilling = past_key_values is None or past_key_values.get_seq_length() == 0
+        if image_features is not None or prefilling:  # while decoding, the image is in the cache already
+            placeholder = self.image_placeholder_mask(input_ids, inputs_embeds)
+            if image_features is not None:
+                projector_dtype = self.multi_modal_projector.linear_1.weight.dtype
+                image_hidden_states = self.multi_modal_projector(image_features.to(projector_dtype))
+                inputs_embeds = self.merge_image_features(placeholder, inputs_embeds, image_hidden_states)
+            else:  # <image> tokens without an image would silently run on the placeholder embedding
+                self.check_image_count(int(placeholder.sum()), 0, self.config.image_seq_length)
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -284,13 +291,28 @@ class LlavaSwapForCausalLM(LlavaSwapPreTrainedModel, GenerationMixin):
             image_hidden_states=outputs.get("image_hidden_states"),
         )
 
-    def prepare_inputs_for_generation(self, *args, **kwargs):
-        model_inputs = super().prepare_inputs_for_generation(*args, **kwargs)
-        cache = model_inputs.get("past_key_values")
-        if cache is not None and cache.get_seq_length() > 0:
-            # Decoding with a KV cache: the image already sits in the cache, only new text tokens go in.
-            model_inputs.pop("pixel_values", None)
-            model_inputs.pop("image_features", None)
+    def prepare_inputs_for_generation(
+        self,
+        input_ids,
+        past_key_values=None,
+        attention_mask=None,
+        inputs_embeds=None,
+        image_features=None,
+        is_first_iteration=False,
+        **kwargs,
+    ):
+        # The parent passes pixel_values on the first forward only (later the image sits in the KV cache); our
+        # precomputed features follow the same rule.
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids,
+            past_key_values=past_key_values,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            is_first_iteration=is_first_iteration,
+            **kwargs,
+        )
+        if is_first_iteration or not kwargs.get("use_cache", True):
+            model_inputs["image_features"] = image_features
         return model_inputs
 
 
