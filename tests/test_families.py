@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from _helpers import two_turn_messages
@@ -187,3 +188,89 @@ def test_unknown_role_fails_loudly(built):
     _, processor = built("llama3", "clip")
     with pytest.raises(Exception, match="Unknown role 'tool'"):
         processor.apply_chat_template([{"role": "tool", "content": "42"}])
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_assistant_masks_in_a_padded_batch(built, padding_side):
+    """Masks stay on the answers whichever side is padded; an image-free row works beside an image row."""
+    _, processor = built("llama3", "clip")
+    conversations = [
+        two_turn_messages(),
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
+    ]
+    out = processor.apply_chat_template(
+        conversations,
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
+        return_tensors="pt",
+        processor_kwargs={"padding": True, "padding_side": padding_side},
+    )
+    assert out["input_ids"].shape == out["assistant_masks"].shape
+    expected = [EXPECTED_SUPERVISED["llama3"], ["Hello!<|eot_id|>"]]
+    for row in range(2):
+        ids = out["input_ids"][row][out["attention_mask"][row] == 1].tolist()
+        mask = out["assistant_masks"][row][out["attention_mask"][row] == 1].tolist()
+        spans, current = [], []
+        for token, selected in zip(ids, mask, strict=True):
+            if selected:
+                current.append(token)
+            elif current:
+                spans.append(processor.tokenizer.decode(current))
+                current = []
+        spans += [processor.tokenizer.decode(current)] if current else []
+        assert spans == expected[row]
+        assert out["assistant_masks"][row][out["attention_mask"][row] == 0].sum() == 0  # never on padding
+
+
+def test_assistant_mask_survives_truncation(built):
+    _, processor = built("llama3", "clip")
+    full = processor.apply_chat_template(
+        two_turn_messages(), tokenize=True, return_dict=True, return_assistant_tokens_mask=True, return_tensors="pt"
+    )
+    length = full["input_ids"].shape[1] - 3  # cut into the last answer
+    cut = processor.apply_chat_template(
+        two_turn_messages(),
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
+        return_tensors="pt",
+        processor_kwargs={"truncation": True, "max_length": length},
+    )
+    assert torch.equal(cut["input_ids"][0], full["input_ids"][0, :length])
+    assert torch.equal(cut["assistant_masks"][0], full["assistant_masks"][0, :length])
+
+
+def _other_family_checkpoint(tiny_lm, tmp_path, chat_template):
+    """A Mistral-architecture chat checkpoint with a ChatML-style template: family 'other'."""
+    from transformers import AutoModelForCausalLM, MistralConfig, MistralForCausalLM
+
+    source = tiny_lm("llama2")
+    llama = AutoModelForCausalLM.from_pretrained(source)
+    fields = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+    config = MistralConfig(**{name: getattr(llama.config, name) for name in fields}, num_key_value_heads=4, head_dim=16)
+    mistral = MistralForCausalLM(config)
+    mistral.load_state_dict(llama.state_dict())
+    mistral.save_pretrained(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(tmp_path)
+    return tmp_path
+
+
+CHATML = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+
+
+def test_other_family_chat_checkpoint_needs_markers_or_an_explicit_template(tiny_lm, tiny_vision, tmp_path):
+    from llava_swap import build_vlm
+
+    path = _other_family_checkpoint(tiny_lm, tmp_path / "chatml", CHATML)
+    with pytest.raises(ValueError, match=r"'other'-family chat checkpoint ships its own chat template.*template="):
+        build_vlm(path, tiny_vision("clip"))
+    model, processor = build_vlm(path, tiny_vision("clip"), template="vicuna_v1")
+    assert (model.config.llm_family, processor.chat_template_name) == ("other", "vicuna_v1")
+
+    marked = CHATML.replace("{{ m.content }}", "{% generation %}{{ m.content }}{% endgeneration %}")
+    path = _other_family_checkpoint(tiny_lm, tmp_path / "marked", marked)
+    _, processor = build_vlm(path, tiny_vision("clip"))
+    assert processor.chat_template_name == "tokenizer" and processor.chat_template == marked

@@ -184,3 +184,129 @@ def test_new_embedding_rows_start_near_the_existing_mean(built, tiny_lm):
     # Sampled from N(mean, cov) of the old rows: far closer to the mean than an arbitrary old row is on average.
     mean = original.mean(0)
     assert (new_rows[0] - mean).norm() < 3 * (original - mean).norm(dim=1).mean()
+
+
+def test_markers_without_an_image_fail_loudly(built):
+    model, processor = built("llama3", "clip")
+    inputs = _inputs(processor)
+    inputs.pop("pixel_values")
+    with pytest.raises(ValueError, match=r"the text holds 16 <image> tokens but 0 image\(s\)"):
+        model(**inputs)
+
+
+def test_generate_from_inputs_embeds(built):
+    model, processor = built("llama3", "clip")
+    prompt = _inputs(processor, two_turn_messages()[:1], add_generation_prompt=True)
+    with torch.no_grad():
+        from_ids = model.generate(**prompt, max_new_tokens=6, do_sample=False)
+        embeds = model.get_input_embeddings()(prompt["input_ids"])
+        from_embeds = model.generate(
+            inputs_embeds=embeds,
+            attention_mask=prompt["attention_mask"],
+            pixel_values=prompt["pixel_values"],
+            max_new_tokens=6,
+            do_sample=False,
+        )
+    assert from_embeds[0].tolist() == from_ids[0, prompt["input_ids"].shape[1] :].tolist()
+
+
+def test_generate_from_precomputed_features(built):
+    model, processor = built("llama3", "clip")
+    prompt = _inputs(processor, two_turn_messages()[:1], add_generation_prompt=True)
+    with torch.no_grad():
+        reference = model.generate(**prompt, max_new_tokens=6, do_sample=False)
+        features = model.get_vision_features(prompt.pop("pixel_values"))
+        for use_cache in (True, False):
+            generated = model.generate(
+                **prompt, image_features=features, max_new_tokens=6, do_sample=False, use_cache=use_cache
+            )
+            assert torch.equal(generated, reference)
+
+
+def test_bf16_llm_with_fp32_encoder_is_one_dtype_and_reloads_exactly(tiny_lm, tiny_vision, tmp_path):
+    from llava_swap import build_vlm, export_hf_llava
+
+    bf16_lm = tmp_path / "bf16-llama3"
+    AutoModelForCausalLM.from_pretrained(tiny_lm("llama3"), dtype=torch.bfloat16).save_pretrained(bf16_lm)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(tiny_lm("llama3")).save_pretrained(bf16_lm)
+    model, processor = build_vlm(bf16_lm, tiny_vision("clip"))  # CLIP saved in float32
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    model.save_pretrained(tmp_path / "vlm")
+    reloaded = LlavaSwapForCausalLM.from_pretrained(tmp_path / "vlm")
+    assert {p.dtype for p in reloaded.parameters()} == {torch.bfloat16}
+    from transformers import LlavaForConditionalGeneration
+
+    native = LlavaForConditionalGeneration.from_pretrained(export_hf_llava(model, processor, tmp_path / "native"))
+    inputs = _inputs(processor)
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        assert torch.equal(reloaded(**inputs).logits, logits)
+        assert torch.equal(native(**inputs).logits, logits)
+
+
+def test_dinov2_crop_smaller_than_its_config(tiny_lm, tiny_vision, tmp_path):
+    """Like facebook/dinov2-base (config 518 px, processor crop 224): tokens follow what the processor outputs."""
+    import json
+    import shutil
+
+    from llava_swap import build_vlm, export_hf_llava
+
+    dinov2 = tmp_path / "dinov2-crop24"
+    shutil.copytree(tiny_vision("dinov2"), dinov2)
+    path = dinov2 / "preprocessor_config.json"
+    settings = json.loads(path.read_text())
+    settings.update(crop_size={"height": 24, "width": 24}, size={"shortest_edge": 24})
+    path.write_text(json.dumps(settings))
+    model, processor = build_vlm(tiny_lm("gemma"), dinov2)
+    assert model.config.image_seq_length == 9  # (24 / 8) ** 2 patches, CLS dropped
+    inputs = _inputs(processor)
+    assert inputs["pixel_values"].shape[-2:] == (24, 24)
+    with torch.no_grad():
+        assert torch.isfinite(model(**inputs, labels=inputs["input_ids"]).loss)
+    native = export_hf_llava(model, processor, tmp_path / "native")
+    from transformers import LlavaForConditionalGeneration
+
+    with torch.no_grad():
+        diff = (LlavaForConditionalGeneration.from_pretrained(native)(**inputs).logits - model(**inputs).logits).abs()
+    assert diff.max() <= 1e-5
+
+
+def test_padded_vocabulary_keeps_its_size_and_gets_a_fresh_image_row(tiny_lm, tiny_vision, tmp_path):
+    """Qwen/Phi-3 pad the embedding matrix beyond the tokenizer; <image> must not reuse an untrained spare row."""
+    from transformers import AutoTokenizer
+
+    from llava_swap import build_vlm
+
+    padded = tmp_path / "padded-llama3"
+    lm = AutoModelForCausalLM.from_pretrained(tiny_lm("llama3"))
+    vocabulary = lm.config.vocab_size
+    lm.resize_token_embeddings(vocabulary + 32, mean_resizing=False)
+    with torch.no_grad():
+        lm.get_input_embeddings().weight[vocabulary:] = 7.0  # spare rows: obviously untrained
+    lm.save_pretrained(padded)
+    AutoTokenizer.from_pretrained(tiny_lm("llama3")).save_pretrained(padded)
+    model, processor = build_vlm(padded, tiny_vision("clip"))
+    assert model.config.text_config.vocab_size == vocabulary + 32
+    image_row = model.get_input_embeddings().weight[model.config.image_token_id]
+    assert model.config.image_token_id == vocabulary
+    assert (image_row - lm.get_input_embeddings().weight[:vocabulary].mean(0)).abs().max() < 0.05
+    assert torch.equal(
+        model.get_input_embeddings().weight[vocabulary + 1 :], torch.full_like(image_row, 7.0).expand(31, -1)
+    )
+
+
+def test_llm_with_scaled_logits_is_refused(tiny_lm, tiny_vision, tmp_path):
+    import json
+    import shutil
+
+    from llava_swap import build_vlm
+
+    scaled = tmp_path / "granite-like"
+    shutil.copytree(tiny_lm("llama3"), scaled)
+    config = json.loads((scaled / "config.json").read_text())
+    config["logits_scaling"] = 8.0
+    (scaled / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"transforms its logits \(logits_scaling=8.0\)"):
+        build_vlm(scaled, tiny_vision("clip"))

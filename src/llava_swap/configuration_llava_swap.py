@@ -152,13 +152,12 @@ class LlavaSwapConfig(PretrainedConfig):
             self.image_seq_length = expected
         if self.image_seq_length < 1:
             raise ValueError(f"image_seq_length={self.image_seq_length} must be a positive number of image tokens.")
-        if kind.fixed_resolution:
-            if self.image_seq_length != expected:
-                raise ValueError(
-                    f"image_seq_length={self.image_seq_length}, but a {vision_type} with image_size "
-                    f"{self.vision_config.image_size} and patch_size {self.vision_config.patch_size} yields {expected} "
-                    f"tokens per image with strategy {self.vision_feature_select_strategy!r}: set image_seq_length={expected}."
-                )
+        if kind.fixed_resolution and self.image_seq_length != expected:
+            raise ValueError(
+                f"image_seq_length={self.image_seq_length}, but a {vision_type} with image_size "
+                f"{self.vision_config.image_size} and patch_size {self.vision_config.patch_size} yields {expected} "
+                f"tokens per image with strategy {self.vision_feature_select_strategy!r}: set image_seq_length={expected}."
+            )
         vocab_size = self.text_config.vocab_size
         for name in ("image_token_id", "pad_token_id"):
             value = getattr(self, name, None)

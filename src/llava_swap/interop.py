@@ -18,7 +18,6 @@ from .configuration_llava_swap import LlavaSwapConfig
 from .modeling_llava_swap import LlavaSwapForCausalLM
 from .processing_llava_swap import LlavaSwapProcessor
 
-
 NATIVE_TIED_EMBEDDING = "model.language_model.embed_tokens.weight"  # what LlavaForConditionalGeneration ties
 
 
