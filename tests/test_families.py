@@ -48,22 +48,25 @@ STOP_TOKENS = {"vicuna_v1": ["</s>"], "llama3": ["<|eot_id|>", "<|end_of_text|>"
 TINY_FAMILY_TEMPLATE = {"llama1": "vicuna_v1", "llama2": "vicuna_v1", "llama3": "llama3", "gemma": "gemma"}
 
 
-def _supervised_spans(processor, messages) -> list[str]:
-    """Decoded runs of consecutive tokens that the template's {% generation %} marks select."""
+def _supervised_spans(processor, messages) -> tuple[list[str], list[int]]:
+    """Texts of the token runs that the template's {% generation %} marks select, and the token ids."""
     out = processor.apply_chat_template(
         messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, return_tensors="pt"
     )
     ids, mask = out["input_ids"][0].tolist(), out["assistant_masks"][0].tolist()
-    spans, current = [], []
+    return [_span_text(processor.tokenizer, run) for run in _selected_runs(ids, mask)], ids
+
+
+def _selected_runs(ids: list[int], mask: list[int]) -> list[list[int]]:
+    """Runs of consecutive tokens whose mask is 1."""
+    runs, current = [], []
     for token, selected in zip(ids, mask, strict=True):
         if selected:
             current.append(token)
         elif current:
-            spans.append(current)
+            runs.append(current)
             current = []
-    if current:
-        spans.append(current)
-    return [_span_text(processor.tokenizer, span) for span in spans], ids
+    return runs + ([current] if current else [])
 
 
 def _span_text(tokenizer, span: list[int]) -> str:
@@ -211,15 +214,7 @@ def test_assistant_masks_in_a_padded_batch(built, padding_side):
     for row in range(2):
         ids = out["input_ids"][row][out["attention_mask"][row] == 1].tolist()
         mask = out["assistant_masks"][row][out["attention_mask"][row] == 1].tolist()
-        spans, current = [], []
-        for token, selected in zip(ids, mask, strict=True):
-            if selected:
-                current.append(token)
-            elif current:
-                spans.append(processor.tokenizer.decode(current))
-                current = []
-        spans += [processor.tokenizer.decode(current)] if current else []
-        assert spans == expected[row]
+        assert [processor.tokenizer.decode(run) for run in _selected_runs(ids, mask)] == expected[row]
         assert out["assistant_masks"][row][out["attention_mask"][row] == 0].sum() == 0  # never on padding
 
 
