@@ -33,7 +33,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from .configuration_llava_swap import VISION_KINDS, LlavaSwapConfig, VisionKind, vision_kind
 from .families import IMAGE_TOKEN, detect_family, prepare_tokenizer, resolve_template, stop_tokens
 from .modeling_llava_swap import LlavaSwapForCausalLM, LlavaSwapProjector
-from .processing_llava_swap import LlavaSwapProcessor
+from .processing_llava_swap import LlavaSwapProcessor, processed_image_size
 
 
 @dataclass
@@ -264,7 +264,10 @@ def _compose(
 ) -> tuple[LlavaSwapForCausalLM, LlavaSwapProcessor]:
     tokenizer = language.tokenizer
     vision_config = vision.model.config
-    height, width = _processed_size(vision.image_processor, vision.source)
+    try:
+        height, width = processed_image_size(vision.image_processor)
+    except ValueError as error:
+        raise ValueError(f"vision_model={vision.source!r}: {error}") from error
     patch = vision_config.patch_size
     if vision.kind.fixed_resolution and (height, width) != (vision_config.image_size, vision_config.image_size):
         raise ValueError(
@@ -382,19 +385,6 @@ def _load_config(source: str, role: str) -> PretrainedConfig:
             else "a local directory, or a Hub id reachable from here (offline or without network: download it first)"
         )
         raise OSError(f"{role}={source!r}: no loadable config.json ({reason}). Pass {where}.") from error
-
-
-def _processed_size(image_processor, source) -> tuple[int, int]:
-    """Height and width of the images the processor outputs (crop size when it crops, else its resize size)."""
-    crop = getattr(image_processor, "crop_size", None)
-    size = getattr(image_processor, "size", None)
-    for candidate in ((crop if getattr(image_processor, "do_center_crop", False) else None), size):
-        if candidate and "height" in candidate and "width" in candidate:
-            return int(candidate["height"]), int(candidate["width"])
-    raise ValueError(
-        f"vision_model={source!r}: cannot tell the processed image size from its image processor "
-        f"(size={size}, crop_size={crop}); set crop_size or size with height and width."
-    )
 
 
 def _dtype_kwargs(torch_dtype) -> dict:

@@ -1,8 +1,8 @@
 """The `llava-swap` command line.
 
-`llava-swap demo` builds a tiny vision-language model offline from `llava_swap.tiny` backbones, asks it a question
-about a generated image, and prints each step; `--save DIR` keeps the model. `llava-swap export` converts a saved
-model to transformers' native llava format.
+`llava-swap train` runs a training recipe (the same as `accelerate launch recipes/sft.py`); with no `--config`, the
+tiny offline default. `llava-swap demo` builds a tiny vision-language model offline and asks it about a generated
+image. `llava-swap export` converts a saved model to transformers' native llava format.
 """
 
 from __future__ import annotations
@@ -69,6 +69,50 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def train(args: argparse.Namespace) -> int:
+    from .training import Recipe, default_recipe, describe_plan, run_recipe
+
+    recipe = Recipe.from_yaml(args.config) if args.config else default_recipe()
+    if args.output_dir:
+        recipe.output_dir = args.output_dir
+    for assignment in args.set or []:
+        recipe = recipe.with_override(assignment)
+    if args.dry_run:
+        print(describe_plan(recipe, args.num_processes))
+        return 0
+    summary = run_recipe(recipe, resume_from_checkpoint=args.resume_from_checkpoint)
+    before, after = summary.get("eval_before", {}), summary.get("eval", {})
+    if after:
+        print(f"accuracy before training {before.get('accuracy', 0):.1%} -> after {after['accuracy']:.1%}")
+    print(f"outputs in {summary['output_dir']}: the model, TensorBoard logs (*/logs), train_summary.json")
+    return 0
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--config", default=None, help="recipe YAML (recipes/configs/*.yaml); default: tiny offline")
+    parser.add_argument("--output_dir", "--output-dir", default=None, help="override the recipe's output_dir")
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. stages.1.learning_rate=1e-4"
+    )
+    parser.add_argument(
+        "--resume_from_checkpoint",
+        "--resume-from-checkpoint",
+        nargs="?",
+        const=True,
+        default=None,
+        help="resume: finished stages are reused, the interrupted one continues from its newest checkpoint",
+    )
+    parser.add_argument("--dry-run", "--dry_run", action="store_true", help="print the resolved plan and stop")
+    parser.add_argument("--num-processes", type=int, default=None, help="processes to plan the dry run for")
+    return parser
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """Entry point of recipes/sft.py: the `train` command without the subcommand word."""
+    parser = add_train_arguments(argparse.ArgumentParser(prog="sft.py", description="LLaVA two-stage finetuning"))
+    return train(parser.parse_args(argv))
+
+
 def export(args: argparse.Namespace) -> int:
     from . import LlavaSwapForCausalLM, LlavaSwapProcessor, export_hf_llava
 
@@ -93,6 +137,9 @@ def make_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--max-new-tokens", type=int, default=12)
     demo_parser.add_argument("--save", default=None, help="directory to save the built model and processor")
     demo_parser.set_defaults(func=demo)
+
+    train_parser = commands.add_parser("train", help="run a training recipe (default: the tiny offline one)")
+    add_train_arguments(train_parser).set_defaults(func=train)
 
     export_parser = commands.add_parser("export", help="convert a saved model to transformers' native llava format")
     export_parser.add_argument("--model", required=True, help="directory of a saved llava-swap model")

@@ -75,14 +75,11 @@ class LlavaSwapProcessor(LlavaProcessor):
             conversation, chat_template, **{**kwargs, "return_assistant_tokens_mask": False}
         )
         batched = isinstance(conversation[0], (list, tuple))
-        conversations = conversation if batched else [conversation]
-        prompts, spans = render_jinja_template(
-            conversations=conversations,
-            chat_template=chat_template or self.chat_template,
-            return_assistant_tokens_mask=True,
+        rendered = self._render(
+            conversation if batched else [conversation],
+            chat_template,
             add_generation_prompt=kwargs.get("add_generation_prompt", False),
             continue_final_message=kwargs.get("continue_final_message", False),
-            **self.tokenizer.special_tokens_map,
         )
         pixel_values = out.get("pixel_values")
         per_image = self.image_seq_length(*pixel_values.shape[-2:]) if pixel_values is not None else 0
@@ -93,41 +90,87 @@ class LlavaSwapProcessor(LlavaProcessor):
             rows = [rows]
         attention = out.get("attention_mask")
         attention = attention.tolist() if isinstance(attention, torch.Tensor) else attention
-        masks = [
-            self._assistant_mask(prompt, prompt_spans, row, attention[index] if attention else None, per_image, index)
-            for index, (prompt, prompt_spans, row) in enumerate(zip(prompts, spans, rows, strict=True))
-        ]
+        masks = []
+        for index, ((prompt, spans), row) in enumerate(zip(rendered, rows, strict=True)):
+            expanded_ids, expanded_mask = self._tokenize_rendered(prompt, spans, per_image)
+            masks.append(_place_mask(expanded_ids, expanded_mask, row, attention[index] if attention else None, index))
         out["assistant_masks"] = torch.tensor(masks, dtype=torch.long) if as_tensor else masks
         return out
 
-    def _assistant_mask(self, prompt, spans, row, attention_row, per_image, index) -> list[int]:
-        """1 for each token of `row` whose text lies inside a {% generation %} span of `prompt`."""
-        encoding = self.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
-        expanded_ids, expanded_mask = [], []
-        for token, (start, end) in zip(encoding["input_ids"], encoding["offset_mapping"], strict=True):
-            inside = int(end > start and any(start < span_end and end > span_start for span_start, span_end in spans))
-            copies = per_image if token == self.image_token_id else 1  # an image's tokens are never supervised
-            expanded_ids += [token] * copies
-            expanded_mask += [0 if token == self.image_token_id else inside] * copies
-        positions = [i for i, keep in enumerate(attention_row or [1] * len(row)) if keep]
-        real = [row[i] for i in positions]
-        # The processor may have added special tokens in front, and truncation may have cut the end.
-        for shift in range(min(3, len(real)) + 1):
-            if real[shift:] == expanded_ids[: len(real) - shift]:
-                mask = [0] * len(row)
-                for offset, position in enumerate(positions[shift:]):
-                    mask[position] = expanded_mask[offset]
-                return mask
-        raise ValueError(
-            f"Conversation {index}: the processor's tokens do not match the rendered chat template's tokens, so the "
-            "assistant-token mask cannot be placed. Check that the text passed through the template unchanged and "
-            "that each <image> marker has one image."
-        )
+    def tokenize_conversation(
+        self, messages: list[dict], add_generation_prompt: bool = False, chat_template: str | None = None
+    ) -> tuple[list[int], list[int]]:
+        """Token ids of one conversation, each `<image>` expanded, and its assistant mask: without touching pixels.
+
+        What the model will see, cheaply: for checking a data set (lengths, truncation, supervised tokens) before
+        training, without decoding a single image.
+        """
+        ((prompt, spans),) = self._render([messages], chat_template, add_generation_prompt, False)
+        return self._tokenize_rendered(prompt, spans, self.num_image_tokens)
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Number of `<image>` tokens each image expands to, from the image processor's output size."""
+        return self.image_seq_length(*processed_image_size(self.image_processor))
 
     def image_seq_length(self, height: int, width: int) -> int:
         """Number of `<image>` tokens one image of this (processed) size expands to."""
         tokens = (height // self.patch_size) * (width // self.patch_size) + self.num_additional_image_tokens
         return tokens - (1 if self.vision_feature_select_strategy == "default" else 0)
 
+    def _render(self, conversations, chat_template, add_generation_prompt, continue_final_message):
+        """`[(prompt text, generation spans)]`: the template's text and the character spans of the answers."""
+        prompts, spans = render_jinja_template(
+            conversations=conversations,
+            chat_template=chat_template or self.chat_template,
+            return_assistant_tokens_mask=True,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
+            **self.tokenizer.special_tokens_map,
+        )
+        return list(zip(prompts, spans, strict=True))
 
-__all__ = ["LlavaSwapProcessor"]
+    def _tokenize_rendered(self, prompt: str, spans, per_image: int) -> tuple[list[int], list[int]]:
+        """Tokens of a rendered prompt with each image expanded, and 1 for tokens inside a generation span."""
+        encoding = self.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+        ids, mask = [], []
+        for token, (start, end) in zip(encoding["input_ids"], encoding["offset_mapping"], strict=True):
+            inside = int(end > start and any(start < span_end and end > span_start for span_start, span_end in spans))
+            copies = per_image if token == self.image_token_id else 1  # an image's tokens are never supervised
+            ids += [token] * copies
+            mask += [0 if token == self.image_token_id else inside] * copies
+        return ids, mask
+
+
+def _place_mask(expanded_ids, expanded_mask, row, attention_row, index) -> list[int]:
+    """Aligns a conversation's tokens with a processed (padded, maybe truncated) row and returns the row's mask."""
+    positions = [i for i, keep in enumerate(attention_row or [1] * len(row)) if keep]
+    real = [row[i] for i in positions]
+    # The processor may have added special tokens in front, and truncation may have cut the end.
+    for shift in range(min(3, len(real)) + 1):
+        if real[shift:] == expanded_ids[: len(real) - shift]:
+            mask = [0] * len(row)
+            for offset, position in enumerate(positions[shift:]):
+                mask[position] = expanded_mask[offset]
+            return mask
+    raise ValueError(
+        f"Conversation {index}: the processor's tokens do not match the rendered chat template's tokens, so the "
+        "assistant-token mask cannot be placed. Check that the text passed through the template unchanged and "
+        "that each <image> marker has one image."
+    )
+
+
+def processed_image_size(image_processor) -> tuple[int, int]:
+    """Height and width of the images an image processor outputs (its crop size when it crops, else its size)."""
+    crop = getattr(image_processor, "crop_size", None)
+    size = getattr(image_processor, "size", None)
+    for candidate in ((crop if getattr(image_processor, "do_center_crop", False) else None), size):
+        if candidate and "height" in candidate and "width" in candidate:
+            return int(candidate["height"]), int(candidate["width"])
+    raise ValueError(
+        f"Cannot tell the processed image size from the image processor (size={size}, crop_size={crop}): set "
+        "crop_size or size with height and width in preprocessor_config.json."
+    )
+
+
+__all__ = ["LlavaSwapProcessor", "processed_image_size"]

@@ -1,0 +1,129 @@
+"""Batches of training rows -> model inputs whose labels supervise the assistant answers only.
+
+Labels come from the chat template's {% generation %} spans, placed on tokens by their character offsets
+(`LlavaSwapProcessor.tokenize_conversation`), never by string-length arithmetic: image tokens, prompts, system text
+and padding are -100; each answer and its end-of-turn token are supervised. A sample that would train on nothing, or
+whose truncation would cut into its image tokens, raises an error naming it, here and in `check_rows` before training
+starts. (LLaVA's silent "tokenization mismatch" zeroed such samples' loss; we never do.)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from .processing_llava_swap import LlavaSwapProcessor
+
+IGNORE_INDEX = -100
+
+
+class UnsupervisedSampleError(ValueError):
+    """A sample that would contribute no supervised token, or lose image tokens, after tokenization."""
+
+
+def load_image(image) -> Image.Image:
+    """A row's image as RGB PIL: a path is opened, a PIL image is used as is."""
+    if isinstance(image, (str, os.PathLike)):
+        with Image.open(image) as opened:
+            return opened.convert("RGB")
+    return image.convert("RGB")
+
+
+def with_images(messages: list[dict], images: list) -> list[dict]:
+    """Messages whose `{"type": "image"}` parts carry the row's images, in order (what the processor reads)."""
+    remaining = iter(images)
+    filled = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            content = [
+                {**part, "image": load_image(next(remaining))} if part.get("type") == "image" else part
+                for part in content
+            ]
+        filled.append({**message, "content": content})
+    return filled
+
+
+def check_sample(
+    row_id: str, ids: list[int], mask: list[int], image_token_id: int, max_length: int | None, source: str = ""
+) -> None:
+    """Raises `UnsupervisedSampleError` if truncation to `max_length` would cut image tokens or leave no answer."""
+    where = f"record {row_id!r}" + (f" in {source}" if source else "")
+    if max_length is not None and len(ids) > max_length and image_token_id in ids[max_length:]:
+        raise UnsupervisedSampleError(
+            f"{where}: truncation to max_length={max_length} would cut into its image tokens (the sample has "
+            f"{len(ids)} tokens). Raise max_length, shorten the text before the image, or skip the record."
+        )
+    kept = mask[:max_length] if max_length is not None else mask
+    if not any(kept):
+        reason = (
+            f"after truncation to max_length={max_length} (the sample has {len(ids)} tokens)"
+            if any(mask)
+            else "its conversation has no assistant content"
+        )
+        raise UnsupervisedSampleError(
+            f"{where}: no token would be supervised {reason}; it would train on nothing. Raise max_length or fix the "
+            "record."
+        )
+
+
+def check_rows(
+    rows: Iterable[dict], processor: LlavaSwapProcessor, max_length: int | None
+) -> list[tuple[dict, UnsupervisedSampleError]]:
+    """Tokenizes every row (without decoding images) and returns the rows that would fail, with their errors."""
+    failures = []
+    for row in rows:
+        ids, mask = processor.tokenize_conversation(row["messages"])
+        try:
+            check_sample(row["id"], ids, mask, processor.image_token_id, max_length, row.get("source", ""))
+        except UnsupervisedSampleError as error:
+            failures.append((row, error))
+    return failures
+
+
+@dataclass
+class LlavaSwapCollator:
+    """Collates rows `{"id", "images", "messages"}` into `input_ids`, `attention_mask`, `pixel_values`, `labels`."""
+
+    processor: LlavaSwapProcessor
+    max_length: int | None = None
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        conversations = [with_images(row["messages"], row.get("images") or []) for row in rows]
+        processor_kwargs = {
+            "padding": True,
+            "padding_side": "right",
+            "truncation": self.max_length is not None,
+            "max_length": self.max_length,
+            "pad_to_multiple_of": self.pad_to_multiple_of,
+        }
+        batch = self.processor.apply_chat_template(
+            conversations,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            return_assistant_tokens_mask=True,
+            processor_kwargs=processor_kwargs,
+        )
+        labels = batch["input_ids"].clone()
+        labels[batch.pop("assistant_masks") == 0] = IGNORE_INDEX  # prompts, images and padding carry no loss
+        image_token_id = self.processor.image_token_id
+        for index, row in enumerate(rows):
+            if not (labels[index] != IGNORE_INDEX).any():
+                ids, mask = self.processor.tokenize_conversation(row["messages"])
+                check_sample(row["id"], ids, mask, image_token_id, self.max_length, row.get("source", ""))
+                raise UnsupervisedSampleError(f"record {row['id']!r}: no supervised token in its batch row.")
+            expected_images = len(row.get("images") or []) * self.processor.num_image_tokens
+            if int((batch["input_ids"][index] == image_token_id).sum()) != expected_images:
+                ids, mask = self.processor.tokenize_conversation(row["messages"])
+                check_sample(row["id"], ids, mask, image_token_id, self.max_length, row.get("source", ""))
+        batch["labels"] = labels
+        return dict(batch)
+
+
+__all__ = ["IGNORE_INDEX", "LlavaSwapCollator", "UnsupervisedSampleError", "check_rows", "check_sample", "load_image"]

@@ -1,0 +1,558 @@
+"""LLaVA's two-stage recipe on TRL's SFTTrainer: a recipe (YAML) -> stages -> a trained model and its summary.
+
+A `Recipe` names the backbones, the data and the stages. Stage `pretrain` trains the projector alone on captions;
+stage `finetune` trains the projector and the LLM (full, LoRA or QLoRA, target modules limited to the LLM) on
+instructions; the vision tower stays frozen unless a stage says otherwise. Freezing is explicit in the recipe and
+printed at the start of each stage. Every stage saves full trainer state (resumable) and its final weights; the run
+writes the final model, TensorBoard logs and `train_summary.json` into the output directory.
+
+Backbone names `tiny:<family>` / `tiny:<kind>` and a missing data path mean the offline tiny default, so the recipe
+with no arguments trains on a CPU in minutes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+STAGES = ("pretrain", "finetune")
+STAGE_DONE = "stage_summary.json"
+LANGUAGE_TUNING = ("full", "lora", "qlora", "frozen")
+# LoRA adapters go on the LLM's linear layers only: a bare name list would also hit CLIP's q_proj/k_proj/v_proj.
+LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+@dataclass
+class ModelConfig:
+    language_model: str = field(default="tiny:llama3", metadata={"help": "LLM: Hub id, local dir or tiny:<family>."})
+    vision_model: str = field(
+        default="tiny:clip", metadata={"help": "Vision encoder: Hub id, local dir or tiny:<kind>."}
+    )
+    projector: str = field(default="mlp2x_gelu", metadata={"help": "mlp2x_gelu (LLaVA-1.5) or linear."})
+    vision_feature_layer: int = field(default=-2, metadata={"help": "Vision hidden state fed to the projector."})
+    family: str | None = field(default=None, metadata={"help": "Override the detected LLM family."})
+    template: str | None = field(default=None, metadata={"help": "Chat template name or Jinja string."})
+    torch_dtype: str | None = field(default=None, metadata={"help": "e.g. bfloat16; default: the LLM's dtype."})
+    init_from: str | None = field(default=None, metadata={"help": "Start from a saved llava-swap model (stage 1)."})
+
+
+@dataclass
+class DataConfig:
+    train: str | None = field(default=None, metadata={"help": "LLaVA JSON for finetuning; None: synthetic."})
+    pretrain: str | None = field(default=None, metadata={"help": "LLaVA JSON of captions for stage 1."})
+    eval: str | None = field(default=None, metadata={"help": "LLaVA JSON of held-out items."})
+    image_root: str | dict[str, str] | None = field(
+        default=None, metadata={"help": "Folder image paths are relative to; or one per split {pretrain, train, eval}."}
+    )
+    on_bad_record: str = field(default="error", metadata={"help": "error (stop, naming it) or skip (count, list)."})
+    synthetic_train: int = field(default=1200, metadata={"help": "Synthetic training items when train is None."})
+    synthetic_test: int = field(default=120, metadata={"help": "Synthetic held-out items."})
+    eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on at most this many items."})
+    eval_batch_size: int = field(default=32, metadata={"help": "Batch size of the generation-based evaluation."})
+
+
+@dataclass
+class StageConfig:
+    name: str = field(default="finetune", metadata={"help": "Folder name of the stage's outputs."})
+    stage: str = field(default="finetune", metadata={"help": "pretrain (projector only) or finetune."})
+    data: str = field(default="train", metadata={"help": "Which split trains this stage: pretrain or train."})
+    language_model: str = field(default="full", metadata={"help": "full, lora, qlora or frozen."})
+    train_vision_tower: bool = field(default=False, metadata={"help": "Unfreeze the vision encoder."})
+    learning_rate: float = 2e-5
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "If set, gradient accumulation = global / (per-device batch x processes), checked exact."},
+    )
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_length: int | None = 2048
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    lora_r: int = 128
+    lora_alpha: int = 256
+    lora_dropout: float = 0.05
+    logging_steps: int = 10
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    dataloader_num_workers: int = 0
+
+
+@dataclass
+class Recipe:
+    name: str = "default"
+    output_dir: str = "outputs/default"
+    seed: int = 0
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    stages: list[StageConfig] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "recipe") -> Recipe:
+        values = dict(values)
+        nested = {
+            "model": _build(ModelConfig, values.pop("model", {}) or {}, f"{source}: model"),
+            "data": _build(DataConfig, values.pop("data", {}) or {}, f"{source}: data"),
+            "stages": [
+                _build(StageConfig, stage, f"{source}: stages[{index}]")
+                for index, stage in enumerate(values.pop("stages", []) or [])
+            ],
+        }
+        recipe = _build(cls, {**values, **nested}, source)
+        recipe.validate(source)
+        return recipe
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> Recipe:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"Recipe {path} does not exist; the shipped ones are in recipes/configs/.")
+        return cls.from_dict(yaml.safe_load(path.read_text()) or {}, str(path))
+
+    def validate(self, source: str = "recipe") -> None:
+        if not self.stages:
+            raise ValueError(f"{source}: no stages; list at least one under 'stages:' (pretrain and/or finetune).")
+        for index, stage in enumerate(self.stages):
+            where = f"{source}: stages[{index}] ({stage.name})"
+            if stage.stage not in STAGES:
+                raise ValueError(f"{where}: stage={stage.stage!r}; use one of {STAGES}.")
+            if stage.language_model not in LANGUAGE_TUNING:
+                raise ValueError(f"{where}: language_model={stage.language_model!r}; use one of {LANGUAGE_TUNING}.")
+            if stage.stage == "pretrain" and stage.language_model != "frozen":
+                raise ValueError(f"{where}: a pretrain stage trains the projector only; set language_model: frozen.")
+            if stage.data not in ("pretrain", "train"):
+                raise ValueError(f"{where}: data={stage.data!r}; use 'pretrain' or 'train'.")
+        if self.data.on_bad_record not in ("error", "skip"):
+            raise ValueError(f"{source}: data.on_bad_record={self.data.on_bad_record!r}; use 'error' or 'skip'.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def with_override(self, assignment: str) -> Recipe:
+        """A copy with one field set from `KEY=VALUE` (dotted path, list index allowed; the value is YAML)."""
+        if "=" not in assignment:
+            raise ValueError(f"--set {assignment!r}: write KEY=VALUE, e.g. stages.1.learning_rate=1e-4.")
+        key, value = assignment.split("=", 1)
+        values = self.to_dict()
+        target, parts = values, key.split(".")
+        for part in parts[:-1]:
+            target = target[int(part)] if isinstance(target, list) else target.get(part)
+            if target is None:
+                raise ValueError(f"--set {assignment!r}: {key!r} is not a field of the recipe.")
+        last = parts[-1]
+        if isinstance(target, list):
+            target[int(last)] = yaml.safe_load(value)
+        elif last not in target:
+            raise ValueError(f"--set {assignment!r}: {key!r} is not a field of the recipe.")
+        else:
+            target[last] = yaml.safe_load(value)
+        return Recipe.from_dict(values, f"recipe with --set {assignment}")
+
+
+def default_recipe() -> Recipe:
+    """The embedded default: tiny LLaMA-3-style LM + tiny CLIP, synthetic VQA, stage 1 then stage 2, minutes on CPU."""
+    return Recipe.from_dict(
+        {
+            "name": "default",
+            "stages": [
+                {
+                    "name": "stage1-pretrain",
+                    "stage": "pretrain",
+                    "data": "pretrain",
+                    "language_model": "frozen",
+                    "learning_rate": 3e-3,
+                    "num_train_epochs": 1,
+                    "per_device_train_batch_size": 16,
+                    "max_length": 256,
+                    "logging_steps": 5,
+                },
+                {
+                    "name": "stage2-finetune",
+                    "stage": "finetune",
+                    "data": "train",
+                    "language_model": "full",
+                    "learning_rate": 2e-3,
+                    "num_train_epochs": 3,
+                    "per_device_train_batch_size": 16,
+                    "max_length": 256,
+                    "logging_steps": 10,
+                },
+            ],
+        },
+        "default recipe",
+    )
+
+
+def _build(cls, values: dict[str, Any], where: str):
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}.")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}.")
+    return cls(**values)
+
+
+def describe_plan(recipe: Recipe, num_processes: int | None = None) -> str:
+    """The resolved plan of a recipe, for `--dry-run`: nothing is loaded or downloaded."""
+    if num_processes is None:
+        from accelerate import PartialState
+
+        num_processes = PartialState().num_processes
+    model = recipe.model
+    lines = [
+        f"recipe {recipe.name!r} -> {recipe.output_dir} (seed {recipe.seed}, {num_processes} process(es))",
+        f"  language model: {model.init_from or model.language_model} (family: {model.family or 'detected at build'})",
+        f"  vision encoder: {model.vision_model}, feature layer {model.vision_feature_layer}, projector {model.projector}",
+        f"  dtype: {model.torch_dtype or 'as saved'}; template: {model.template or 'the family default'}",
+    ]
+    data = recipe.data
+    for split in ("pretrain", "train", "eval"):
+        path = getattr(data, split)
+        root = _image_root(data, split)
+        lines.append(
+            f"  data {split}: {path or 'synthetic VQA-Scene (offline)'}" + (f" (images in {root})" if root else "")
+        )
+    for stage in recipe.stages:
+        accumulation = accumulation_steps(stage, num_processes)
+        global_batch = stage.per_device_train_batch_size * accumulation * num_processes
+        trained = ["projector"] + (["vision tower"] if stage.train_vision_tower else [])
+        if stage.language_model != "frozen":
+            trained.append(f"language model ({stage.language_model})")
+        lines.append(
+            f"  stage {stage.name}: {stage.stage} on {stage.data}; trains {', '.join(trained)}; lr {stage.learning_rate}, "
+            f"{stage.lr_scheduler_type}, warmup {stage.warmup_ratio}, weight decay {stage.weight_decay}, "
+            f"epochs {stage.num_train_epochs}, global batch {global_batch} = {stage.per_device_train_batch_size} x "
+            f"{accumulation} accumulation x {num_processes} process(es), max length {stage.max_length}, "
+            f"bf16 {stage.bf16}"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Running a recipe
+
+
+def run_recipe(recipe: Recipe, resume_from_checkpoint: str | bool | None = None) -> dict[str, Any]:
+    """Trains every stage of `recipe` and returns the summary written to `train_summary.json`."""
+    from accelerate import PartialState
+
+    from .data import load_llava_json
+
+    state = PartialState()
+    out = Path(recipe.output_dir)
+    start = time.perf_counter()
+    with state.main_process_first():  # the main process writes backbones and data; the others then read them
+        language_source, vision_source = _resolve_backbones(recipe, out)
+        splits = _resolve_data(recipe, out)
+    loaded = {
+        name: load_llava_json(path, _image_root(recipe.data, name), on_bad_record=recipe.data.on_bad_record)
+        for name, path in splits.items()
+    }
+    model, processor = _initial_model(recipe, language_source, vision_source)
+    rows = {name: [record.to_row() for record in data.records] for name, data in loaded.items()}
+    skipped = {name: data.skipped for name, data in loaded.items()}
+    for stage in recipe.stages:
+        rows[stage.data], dropped = _check_lengths(rows[stage.data], processor, stage, recipe.data.on_bad_record)
+        skipped[stage.data] = skipped[stage.data] + dropped
+    if state.is_main_process:
+        _write_skipped(out, skipped)
+    eval_rows = rows.get("eval", [])[: recipe.data.eval_samples]
+
+    summary: dict[str, Any] = {"recipe": recipe.to_dict(), "stages": {}, "skipped_records": _count(skipped)}
+    summary["eval_before"] = _evaluate(model, processor, eval_rows, recipe, state, "before training")
+    for stage in recipe.stages:
+        done = out / stage.name / "final" / STAGE_DONE
+        if resume_from_checkpoint and done.exists():  # finished before the interruption: take its weights
+            from . import LlavaSwapForCausalLM
+
+            model = LlavaSwapForCausalLM.from_pretrained(done.parent)
+            summary["stages"][stage.name] = json.loads(done.read_text())
+            print(f"[{stage.name}] already complete: loaded {done.parent}")
+            continue
+        model, stage_summary = _run_stage(
+            model, processor, stage, rows[stage.data], recipe, out, resume_from_checkpoint
+        )
+        summary["stages"][stage.name] = stage_summary
+    summary["eval"] = _evaluate(model, processor, eval_rows, recipe, state, "after training")
+
+    runtime = time.perf_counter() - start
+    stage_summaries = list(summary["stages"].values())
+    samples = sum(s["train_samples_seen"] for s in stage_summaries)
+    train_time = sum(s["train_runtime"] for s in stage_summaries)
+    summary.update(
+        train_runtime=train_time,
+        total_runtime=runtime,
+        samples_per_second=samples / train_time if train_time else 0.0,
+        final_loss=stage_summaries[-1]["final_loss"],
+        trainable_parameters={name: s["trainable_parameters"] for name, s in summary["stages"].items()},
+        output_dir=str(out),
+    )
+    if state.is_main_process:
+        model.save_pretrained(out)
+        processor.save_pretrained(out)
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    state.wait_for_everyone()
+    return summary
+
+
+def _resolve_backbones(recipe: Recipe, out: Path) -> tuple[str, str]:
+    from . import tiny
+
+    model = recipe.model
+    if model.init_from:
+        return model.language_model, model.vision_model
+    language, vision = model.language_model, model.vision_model
+    if language.startswith("tiny:"):
+        language = str(tiny.save_language_model(language.split(":", 1)[1], out / "backbones" / language[5:]))
+    if vision.startswith("tiny:"):
+        vision = str(tiny.save_vision_model(vision.split(":", 1)[1], out / "backbones" / vision[5:]))
+    return language, vision
+
+
+def _resolve_data(recipe: Recipe, out: Path) -> dict[str, Path]:
+    data = recipe.data
+    needed = {stage.data for stage in recipe.stages}
+    given = {"train": data.train, "pretrain": data.pretrain, "eval": data.eval}
+    if all(given[name] for name in needed):
+        return {name: Path(path) for name, path in given.items() if path}
+    if any(given.values()):
+        missing = sorted(name for name in needed if not given[name])
+        raise ValueError(f"The recipe names some data files but not {missing}: give every split its stages use.")
+    from .data import generate_vqa_scene
+
+    paths = generate_vqa_scene(out / "data", n_train=data.synthetic_train, n_test=data.synthetic_test, seed=recipe.seed)
+    return {"train": paths["train"], "pretrain": paths["pretrain"], "eval": paths["test"]}
+
+
+def _image_root(data: DataConfig, split: str) -> str | None:
+    return data.image_root.get(split) if isinstance(data.image_root, dict) else data.image_root
+
+
+def accumulation_steps(stage: StageConfig, world_size: int) -> int:
+    """Gradient accumulation that makes the stage's global batch (LLaVA-1.5: 256 in stage 1, 128 in stage 2)."""
+    if stage.global_batch_size is None:
+        return stage.gradient_accumulation_steps
+    per_step = stage.per_device_train_batch_size * world_size
+    if stage.global_batch_size % per_step:
+        raise ValueError(
+            f"stage {stage.name!r}: global_batch_size={stage.global_batch_size} is not a multiple of "
+            f"per_device_train_batch_size={stage.per_device_train_batch_size} x {world_size} process(es)."
+        )
+    return stage.global_batch_size // per_step
+
+
+def _initial_model(recipe: Recipe, language_source: str, vision_source: str):
+    from . import LlavaSwapForCausalLM, LlavaSwapProcessor, build_vlm
+
+    model_config = recipe.model
+    if model_config.init_from:
+        model = LlavaSwapForCausalLM.from_pretrained(model_config.init_from)
+        return model, LlavaSwapProcessor.from_pretrained(model_config.init_from)
+    return build_vlm(
+        language_source,
+        vision_source,
+        projector=model_config.projector,
+        vision_feature_layer=model_config.vision_feature_layer,
+        template=model_config.template,
+        torch_dtype=model_config.torch_dtype,
+        family=model_config.family,
+        seed=recipe.seed,
+    )
+
+
+def _check_lengths(rows, processor, stage: StageConfig, on_bad_record: str):
+    from .collator import check_rows
+    from .data import SkippedRecord
+
+    failures = check_rows(rows, processor, stage.max_length)
+    if failures and on_bad_record == "error":
+        raise failures[0][1]
+    failed = {id(row) for row, _ in failures}
+    dropped = [SkippedRecord(row["id"], row.get("source", ""), str(error)) for row, error in failures]
+    return [row for row in rows if id(row) not in failed], dropped
+
+
+def _write_skipped(out: Path, skipped: dict[str, list]) -> None:
+    everything = [dataclasses.asdict(item) | {"split": split} for split, items in skipped.items() for item in items]
+    if everything:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "skipped_records.json").write_text(json.dumps(everything, indent=2))
+        print(f"skipped {len(everything)} bad record(s): listed in {out / 'skipped_records.json'}")
+
+
+def _count(skipped: dict[str, list]) -> dict[str, int]:
+    return {split: len(items) for split, items in skipped.items()}
+
+
+def _evaluate(model, processor, rows, recipe: Recipe, state, when: str) -> dict[str, float]:
+    from .evaluation import exact_match_accuracy
+
+    if not rows:
+        return {}
+    result = {}
+    if state.is_main_process:  # generation is cheap on held-out items; one process does it
+        result = exact_match_accuracy(model, processor, rows, batch_size=recipe.data.eval_batch_size)
+        print(f"accuracy {when}: {result['accuracy']:.1%} on {result['n']} held-out items")
+    state.wait_for_everyone()
+    return result
+
+
+def trainable_parameters(model) -> dict[str, int]:
+    """Trainable parameter counts per part: vision tower, projector, language model (LoRA adapters included)."""
+    parts = {"vision_tower": 0, "projector": 0, "language_model": 0}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        part = (
+            "vision_tower"
+            if "vision_tower" in name
+            else "projector"
+            if "multi_modal_projector" in name
+            else "language_model"
+        )
+        parts[part] += parameter.numel()
+    return parts
+
+
+def _prepare_stage_model(model, stage: StageConfig):
+    """Freezes and unfreezes parts as the stage says (and wraps the LLM in LoRA when asked)."""
+    model.requires_grad_(False)
+    model.multi_modal_projector.requires_grad_(True)
+    model.vision_tower.requires_grad_(stage.train_vision_tower)
+    if stage.language_model == "full":
+        model.language_model.requires_grad_(True)
+        model.lm_head.requires_grad_(True)
+    elif stage.language_model in ("lora", "qlora"):
+        from peft import LoraConfig, get_peft_model
+
+        if stage.language_model == "qlora" and not torch.cuda.is_available():
+            raise RuntimeError("language_model: qlora needs a CUDA GPU (bitsandbytes 4-bit); use lora on CPU.")
+        lora = LoraConfig(
+            r=stage.lora_r,
+            lora_alpha=stage.lora_alpha,
+            lora_dropout=stage.lora_dropout,
+            target_modules=LORA_TARGETS,
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+        base = model.get_base_model()
+        base.multi_modal_projector.requires_grad_(True)  # peft froze everything but the adapters
+        base.vision_tower.requires_grad_(stage.train_vision_tower)
+    return model
+
+
+def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: Path, resume):
+    from accelerate import PartialState
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from .collator import LlavaSwapCollator
+
+    stage_dir = out / stage.name
+    model = _prepare_stage_model(model, stage)
+    counts = trainable_parameters(model)
+    print(
+        f"[{stage.name}] stage={stage.stage} language_model={stage.language_model} "
+        f"vision_tower={'trained' if stage.train_vision_tower else 'frozen'}; trainable parameters: "
+        + ", ".join(f"{part} {count:,}" for part, count in counts.items())
+    )
+    args = SFTConfig(
+        output_dir=str(stage_dir),
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        learning_rate=stage.learning_rate,
+        num_train_epochs=stage.num_train_epochs,
+        max_steps=stage.max_steps,
+        per_device_train_batch_size=stage.per_device_train_batch_size,
+        gradient_accumulation_steps=accumulation_steps(stage, PartialState().num_processes),
+        lr_scheduler_type=stage.lr_scheduler_type,
+        warmup_ratio=stage.warmup_ratio,
+        weight_decay=stage.weight_decay,
+        bf16=stage.bf16,
+        gradient_checkpointing=stage.gradient_checkpointing,
+        max_length=stage.max_length,
+        logging_steps=stage.logging_steps,
+        logging_dir=str(stage_dir / "logs"),
+        save_strategy="steps",
+        save_steps=stage.save_steps,
+        save_total_limit=stage.save_total_limit,
+        report_to=recipe.report_to,
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        dataloader_num_workers=stage.dataloader_num_workers,
+        disable_tqdm=False,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        data_collator=LlavaSwapCollator(processor, max_length=stage.max_length),
+        processing_class=processor,
+    )
+    checkpoint = _resume_point(stage_dir, resume)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    if stage.language_model in ("lora", "qlora"):
+        model = model.merge_and_unload()
+    model.requires_grad_(False)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    summary = {
+        "stage": stage.stage,
+        "language_model": stage.language_model,
+        "train_runtime": result.metrics.get("train_runtime", 0.0),
+        "train_samples_per_second": result.metrics.get("train_samples_per_second", 0.0),
+        "train_samples_seen": trainer.state.global_step
+        * stage.per_device_train_batch_size
+        * trainer.args.gradient_accumulation_steps
+        * trainer.args.world_size,
+        "final_loss": losses[-1] if losses else result.training_loss,
+        "train_loss": result.training_loss,
+        "global_step": trainer.state.global_step,
+        "trainable_parameters": counts,
+        "resumed_from": checkpoint,
+    }
+    if trainer.is_world_process_zero():
+        model.save_pretrained(stage_dir / "final")
+        processor.save_pretrained(stage_dir / "final")
+        # Written last: a stage whose final folder lacks it was interrupted while saving and will run again.
+        (stage_dir / "final" / STAGE_DONE).write_text(json.dumps(summary, indent=2, default=str))
+    trainer.accelerator.wait_for_everyone()
+    return model, summary
+
+
+def _resume_point(stage_dir: Path, resume) -> str | None:
+    """`resume` True: the stage's newest complete checkpoint (if any); a path: that checkpoint."""
+    if not resume:
+        return None
+    if isinstance(resume, str) and resume.lower() not in ("true", "1", "yes"):
+        return resume
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(stage_dir)) if stage_dir.exists() else None
+
+
+__all__ = [
+    "LORA_TARGETS",
+    "DataConfig",
+    "ModelConfig",
+    "Recipe",
+    "StageConfig",
+    "accumulation_steps",
+    "default_recipe",
+    "describe_plan",
+    "run_recipe",
+    "trainable_parameters",
+]
