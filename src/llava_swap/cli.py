@@ -84,7 +84,7 @@ def train(args: argparse.Namespace) -> int:
     before, after = summary.get("eval_before", {}), summary.get("eval", {})
     if after:
         print(f"accuracy before training {before.get('accuracy', 0):.1%} -> after {after['accuracy']:.1%}")
-    print(f"outputs in {summary['output_dir']}: the model, TensorBoard logs (*/logs), train_summary.json")
+    print(f"outputs in {summary['output_dir']}: the final model, TensorBoard logs (<stage>/runs), train_summary.json")
     return 0
 
 

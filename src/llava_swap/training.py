@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,7 +204,19 @@ def _build(cls, values: dict[str, Any], where: str):
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}.")
+    hints = typing.get_type_hints(cls)
+    values = {name: _coerce(value, hints[name], f"{where}: {name}") for name, value in values.items()}
     return cls(**values)
+
+
+def _coerce(value, hint, where: str):
+    """YAML reads `2e-5` as a string (YAML 1.1 wants `2.0e-5`): numbers-as-text become the field's number type."""
+    if isinstance(value, str) and float in typing.get_args(hint) + (hint,):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{where}={value!r} is not a number.") from None
+    return value
 
 
 def describe_plan(recipe: Recipe, num_processes: int | None = None) -> str:
@@ -480,13 +493,12 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
         per_device_train_batch_size=stage.per_device_train_batch_size,
         gradient_accumulation_steps=accumulation_steps(stage, PartialState().num_processes),
         lr_scheduler_type=stage.lr_scheduler_type,
-        warmup_ratio=stage.warmup_ratio,
+        warmup_steps=stage.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the total steps
         weight_decay=stage.weight_decay,
         bf16=stage.bf16,
-        gradient_checkpointing=stage.gradient_checkpointing,
+        **_checkpointing_kwargs(stage.gradient_checkpointing),
         max_length=stage.max_length,
         logging_steps=stage.logging_steps,
-        logging_dir=str(stage_dir / "logs"),
         save_strategy="steps",
         save_steps=stage.save_steps,
         save_total_limit=stage.save_total_limit,
@@ -502,6 +514,7 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
         train_dataset=Dataset.from_list(rows),
         data_collator=LlavaSwapCollator(processor, max_length=stage.max_length),
         processing_class=processor,
+        callbacks=[_completion_callback()],
     )
     checkpoint = _resume_point(stage_dir, resume)
     result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -521,6 +534,7 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
         "final_loss": losses[-1] if losses else result.training_loss,
         "train_loss": result.training_loss,
         "global_step": trainer.state.global_step,
+        "world_size": trainer.args.world_size,
         "trainable_parameters": counts,
         "resumed_from": checkpoint,
     }
@@ -533,15 +547,58 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
     return model, summary
 
 
+def _checkpointing_kwargs(enabled: bool) -> dict[str, bool]:
+    """transformers 5.18+ renamed gradient_checkpointing to activation_checkpointing; pass whichever exists."""
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": enabled}
+
+
+CHECKPOINT_DONE = "checkpoint_complete.json"
+
+
+def _completion_callback():
+    """A TrainerCallback that marks a checkpoint complete once every process has written its part.
+
+    transformers writes straight into `checkpoint-N`, so a process killed mid-save leaves a folder that looks like a
+    checkpoint. The marker is written last, atomically, after a barrier; resuming only trusts marked checkpoints.
+    """
+    from transformers import TrainerCallback
+
+    class CheckpointCompleted(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.barrier()
+            if state.is_world_process_zero:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                temporary = folder / f".{CHECKPOINT_DONE}.tmp"
+                temporary.write_text(json.dumps({"global_step": state.global_step}))
+                os.replace(temporary, folder / CHECKPOINT_DONE)
+
+    return CheckpointCompleted()
+
+
+def complete_checkpoints(stage_dir: Path) -> list[Path]:
+    """The stage's checkpoints that were completely written, oldest first."""
+    if not stage_dir.exists():
+        return []
+    marked = [path for path in stage_dir.glob("checkpoint-*") if (path / CHECKPOINT_DONE).exists()]
+    return sorted(marked, key=lambda path: int(path.name.split("-")[-1]))
+
+
 def _resume_point(stage_dir: Path, resume) -> str | None:
     """`resume` True: the stage's newest complete checkpoint (if any); a path: that checkpoint."""
     if not resume:
         return None
     if isinstance(resume, str) and resume.lower() not in ("true", "1", "yes"):
+        if not (Path(resume) / CHECKPOINT_DONE).exists():
+            raise ValueError(f"{resume} is not a completely written checkpoint (no {CHECKPOINT_DONE}); pass another.")
         return resume
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(stage_dir)) if stage_dir.exists() else None
+    complete = complete_checkpoints(stage_dir)
+    for partial in sorted(set(stage_dir.glob("checkpoint-*")) - set(complete)) if stage_dir.exists() else []:
+        print(f"ignoring {partial}: interrupted while saving (no {CHECKPOINT_DONE})")
+    return str(complete[-1]) if complete else None
 
 
 __all__ = [
