@@ -25,7 +25,9 @@ CHECKPOINTS = {
 def test_real_recipe_dry_run(name, capsys):
     recipe = Recipe.from_yaml(CONFIGS / f"{name}.yaml")
     assert recipe.model.language_model == CHECKPOINTS[name]
-    assert recipe.model.vision_model == ("facebook/dinov2-large" if "dinov2" in name else "openai/clip-vit-large-patch14-336")
+    assert recipe.model.vision_model == (
+        "facebook/dinov2-large" if "dinov2" in name else "openai/clip-vit-large-patch14-336"
+    )
     assert (recipe.model.projector, recipe.model.vision_feature_layer) == ("mlp2x_gelu", -2)
     pretrain, finetune = recipe.stages
     # LLaVA-1.5's hyperparameters.
@@ -63,7 +65,9 @@ def test_default_yaml_equals_the_embedded_default():
 def test_accumulation_makes_the_global_batch_exact():
     stage = StageConfig(name="s", per_device_train_batch_size=16, global_batch_size=128)
     assert [accumulation_steps(stage, n) for n in (1, 2, 8)] == [8, 4, 1]
-    with pytest.raises(ValueError, match="global_batch_size=128 is not a multiple of per_device_train_batch_size=16 x 3"):
+    with pytest.raises(
+        ValueError, match="global_batch_size=128 is not a multiple of per_device_train_batch_size=16 x 3"
+    ):
         accumulation_steps(stage, 3)
     plan = describe_plan(Recipe.from_yaml(CONFIGS / "llama3-8b.yaml"), 1)
     assert "global batch 256 = 32 x 8 accumulation x 1 process(es)" in plan

@@ -265,7 +265,7 @@ def run_recipe(recipe: Recipe, resume_from_checkpoint: str | bool | None = None)
 
     from .data import load_llava_json
 
-    state = PartialState()
+    state = PartialState(cpu=no_accelerator())
     out = Path(recipe.output_dir)
     start = time.perf_counter()
     with state.main_process_first():  # the main process writes backbones and data; the others then read them
@@ -320,6 +320,12 @@ def run_recipe(recipe: Recipe, resume_from_checkpoint: str | bool | None = None)
         (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     state.wait_for_everyone()
     return summary
+
+
+def no_accelerator() -> bool:
+    """True on a machine without GPU: accelerate then runs several processes as MULTI_CPU (gloo) data parallel;
+    without `cpu=True` each process of `accelerate launch --multi_gpu` would silently train alone on all the data."""
+    return not torch.accelerator.is_available()
 
 
 def _resolve_backbones(recipe: Recipe, out: Path) -> tuple[str, str]:
@@ -459,19 +465,18 @@ def _prepare_stage_model(model, stage: StageConfig):
             lora_alpha=stage.lora_alpha,
             lora_dropout=stage.lora_dropout,
             target_modules=LORA_TARGETS,
+            # Trained in full beside the adapters, and saved with them so a resumed run gets it back.
+            modules_to_save=["multi_modal_projector"] + (["vision_tower"] if stage.train_vision_tower else []),
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, lora)
-        base = model.get_base_model()
-        base.multi_modal_projector.requires_grad_(True)  # peft froze everything but the adapters
-        base.vision_tower.requires_grad_(stage.train_vision_tower)
     return model
 
 
 def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: Path, resume):
     from accelerate import PartialState
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from .collator import LlavaSwapCollator
 
@@ -492,6 +497,7 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
         max_steps=stage.max_steps,
         per_device_train_batch_size=stage.per_device_train_batch_size,
         gradient_accumulation_steps=accumulation_steps(stage, PartialState().num_processes),
+        use_cpu=no_accelerator(),
         lr_scheduler_type=stage.lr_scheduler_type,
         warmup_steps=stage.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the total steps
         weight_decay=stage.weight_decay,
@@ -508,7 +514,7 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
         dataloader_num_workers=stage.dataloader_num_workers,
         disable_tqdm=False,
     )
-    trainer = SFTTrainer(
+    trainer = _trainer_class()(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),
@@ -547,6 +553,28 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
     return model, summary
 
 
+def _trainer_class():
+    """TRL's SFTTrainer, resuming full-weight checkpoints through `from_pretrained`.
+
+    Checkpoints are saved in the native llava on-disk layout; the Trainer's own resume calls `load_state_dict` with
+    those keys, matches none of them, and only warns: the run would go on from the wrong weights. Loading through
+    `from_pretrained` applies the key mapping, and the strict load proves every tensor came back.
+    """
+    from trl import SFTTrainer
+
+    from .modeling_llava_swap import LlavaSwapForCausalLM
+
+    class LlavaSwapSFTTrainer(SFTTrainer):
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            target = self.accelerator.unwrap_model(model if model is not None else self.model)
+            if not isinstance(target, LlavaSwapForCausalLM):  # a PEFT model: adapter checkpoints load as usual
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            saved = LlavaSwapForCausalLM.from_pretrained(resume_from_checkpoint, dtype=target.dtype)
+            target.load_state_dict(saved.state_dict(), strict=True)
+
+    return LlavaSwapSFTTrainer
+
+
 def _checkpointing_kwargs(enabled: bool) -> dict[str, bool]:
     """transformers 5.18+ renamed gradient_checkpointing to activation_checkpointing; pass whichever exists."""
     from transformers import TrainingArguments
@@ -568,9 +596,10 @@ def _completion_callback():
 
     class CheckpointCompleted(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
+            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+            if distributed:
                 torch.distributed.barrier()
-            if state.is_world_process_zero:
+            if (torch.distributed.get_rank() if distributed else 0) == 0:
                 folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 temporary = folder / f".{CHECKPOINT_DONE}.tmp"
                 temporary.write_text(json.dumps({"global_step": state.global_step}))

@@ -355,7 +355,7 @@ def _llava_entry(record: Record, root: Path) -> dict:
                 f"image {number} is an in-memory {type(image).__name__}, but LLaVA JSON stores file paths: save "
                 f"the image under {root} and put its path in the record"
             )
-        relative = os.path.relpath(os.path.normpath(os.path.join(root, image)), root)
+        relative = os.path.relpath(os.path.abspath(image), root)  # Record paths are absolute or relative to the cwd
         if relative == os.pardir or relative.startswith(os.pardir + os.sep):
             raise fail(f"image {number} {str(image)!r} is outside the image root {root}: move it under the root")
         names.append(Path(relative).as_posix())

@@ -99,7 +99,7 @@ def generate_vqa_scene(
         raise ValueError(f"image_size={image_size} is too small to tell shapes apart: use {MIN_IMAGE_SIZE} or more.")
     if n_train < 1 or n_test < 1:
         raise ValueError(f"n_train={n_train} and n_test={n_test} must both be at least 1.")
-    out_dir = Path(out_dir)
+    out_dir = Path(os.path.abspath(out_dir))
     image_dir = out_dir / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     splits: dict[str, list[Record]] = {"train": [], "test": [], "pretrain": []}

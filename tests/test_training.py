@@ -1,0 +1,222 @@
+"""The two-stage recipe on TRL's SFTTrainer: stages and freezing, LoRA, bad records, DDP on CPU, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from llava_swap import LlavaSwapForCausalLM
+from llava_swap.training import Recipe, complete_checkpoints, default_recipe, run_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+SUMMARY_KEYS = {"train_runtime", "samples_per_second", "final_loss", "trainable_parameters", "eval_before", "eval"}
+
+
+def short_recipe(out: Path, finetune: dict | None = None, **data) -> dict:
+    """The default recipe, shrunk to seconds: a few synthetic items and steps."""
+    recipe = default_recipe().to_dict()
+    recipe["output_dir"] = str(out)
+    recipe["report_to"] = []
+    recipe["data"].update(synthetic_train=48, synthetic_test=16, **data)
+    recipe["stages"][0].update(max_steps=2, per_device_train_batch_size=8, logging_steps=1)
+    recipe["stages"][1].update(max_steps=4, per_device_train_batch_size=8, logging_steps=1, **(finetune or {}))
+    return recipe
+
+
+def test_two_stages_freeze_what_they_say(tmp_path):
+    summary = run_recipe(Recipe.from_dict(short_recipe(tmp_path / "run")))
+    out = tmp_path / "run"
+    assert set(json.loads((out / "train_summary.json").read_text())) >= SUMMARY_KEYS
+    assert summary["trainable_parameters"]["stage1-pretrain"]["language_model"] == 0
+    assert summary["trainable_parameters"]["stage1-pretrain"]["vision_tower"] == 0
+    assert summary["trainable_parameters"]["stage1-pretrain"]["projector"] > 0
+    assert summary["trainable_parameters"]["stage2-finetune"]["language_model"] > 0
+    assert summary["trainable_parameters"]["stage2-finetune"]["vision_tower"] == 0
+    assert set(summary["eval"]) == {"accuracy", "n"} and summary["eval"]["n"] == 16
+
+    def weights(path):
+        return LlavaSwapForCausalLM.from_pretrained(path).state_dict()
+
+    stage1, stage2, final = (
+        weights(out / "stage1-pretrain" / "final"),
+        weights(out / "stage2-finetune" / "final"),
+        weights(out),
+    )
+    changed = {key for key in stage1 if not torch.equal(stage1[key], stage2[key])}
+    assert changed and all("vision_tower" not in key for key in changed)  # stage 2 never touched the encoder
+    assert any("language_model" in key for key in changed)
+    assert all(torch.equal(final[key], stage2[key]) for key in final)
+    assert LlavaSwapForCausalLM.from_pretrained(out).config.llm_family == "llama3"
+
+
+def test_stage1_trains_the_projector_only(tmp_path):
+    recipe = short_recipe(tmp_path / "run")
+    recipe["stages"] = recipe["stages"][:1]
+    run_recipe(Recipe.from_dict(recipe))
+    from llava_swap import build_vlm
+
+    out = tmp_path / "run"
+    initial, _ = build_vlm(out / "backbones" / "llama3", out / "backbones" / "clip", seed=0)
+    trained = LlavaSwapForCausalLM.from_pretrained(out).state_dict()
+    for key, value in initial.state_dict().items():
+        same = torch.equal(trained[key], value)
+        assert same == ("multi_modal_projector" not in key), key
+
+
+def test_lora_targets_the_language_model_only_and_merges(tmp_path):
+    recipe = short_recipe(tmp_path / "run", finetune={"language_model": "lora", "lora_r": 4, "lora_alpha": 8})
+    summary = run_recipe(Recipe.from_dict(recipe))
+    counts = summary["trainable_parameters"]["stage2-finetune"]
+    assert counts["vision_tower"] == 0 and 0 < counts["language_model"] < 60_000  # adapters, not the whole LLM
+    model = LlavaSwapForCausalLM.from_pretrained(tmp_path / "run")
+    assert not any("lora" in name for name, _ in model.named_parameters())  # merged into plain weights
+
+
+def _bad_llava_json(root: Path) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), "red").save(root / "ok.png")
+    records = [
+        {
+            "id": "good",
+            "image": "ok.png",
+            "conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "red"}],
+        },
+        {
+            "id": "missing-image",
+            "image": "nope.png",
+            "conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "red"}],
+        },
+        {
+            "id": "two-markers",
+            "image": "ok.png",
+            "conversations": [{"from": "human", "value": "<image><image>\nColour?"}, {"from": "gpt", "value": "red"}],
+        },
+    ]
+    path = root / "train.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+def test_bad_records_stop_the_run_or_are_skipped_and_listed(tmp_path):
+    data = _bad_llava_json(tmp_path)
+    recipe = short_recipe(tmp_path / "run", train=str(data), pretrain=str(data), eval=str(data))
+    with pytest.raises(ValueError, match=r"record 'missing-image' in .*train.json"):
+        run_recipe(Recipe.from_dict(recipe))
+    recipe["data"]["on_bad_record"] = "skip"
+    summary = run_recipe(Recipe.from_dict(recipe))
+    skipped = json.loads((tmp_path / "run" / "skipped_records.json").read_text())
+    assert sorted({item["id"] for item in skipped}) == ["missing-image", "two-markers"]
+    assert summary["skipped_records"] == {"train": 2, "pretrain": 2, "eval": 2}
+    assert summary["eval"]["n"] == 1
+
+
+def test_a_sample_truncated_to_nothing_is_refused(tmp_path):
+    recipe = short_recipe(tmp_path / "run")
+    recipe["stages"][1]["max_length"] = 20  # shorter than the 16 image tokens + prompt
+    with pytest.raises(ValueError, match=r"record 'vqa-train-\d+'.*truncation to max_length=20"):
+        run_recipe(Recipe.from_dict(recipe))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Processes: DDP on CPU, SIGKILL and resume.
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+
+
+def _write(recipe: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(tmp_path):
+    config = _write(short_recipe(tmp_path / "ddp"), tmp_path / "ddp.yaml")
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(ROOT / "recipes" / "sft.py"), "--config", str(config),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((tmp_path / "ddp" / "train_summary.json").read_text())
+    for stage in summary["stages"].values():
+        assert stage["world_size"] == 2
+        assert stage["train_samples_seen"] == stage["global_step"] * 8 * 2  # both ranks fed batches every step
+    assert result.stdout.count("trainable parameters") == 4  # each of 2 ranks prints each of 2 stages
+    assert len(list((tmp_path / "ddp").glob("*.safetensors"))) == 1
+    assert torch.isfinite(torch.tensor(summary["final_loss"]))
+    LlavaSwapForCausalLM.from_pretrained(tmp_path / "ddp")
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    def recipe(out):
+        value = short_recipe(out)
+        value["stages"][1].update(max_steps=8, save_steps=2, save_total_limit=None)
+        return value
+
+    command = [sys.executable, str(ROOT / "recipes" / "sft.py"), "--config"]
+    reference = _write(recipe(tmp_path / "reference"), tmp_path / "reference.yaml")
+    assert subprocess.run([*command, str(reference)], capture_output=True, env=_env(), timeout=600).returncode == 0
+
+    config = _write(recipe(tmp_path / "killed"), tmp_path / "killed.yaml")
+    stage_dir = tmp_path / "killed" / "stage2-finetune"
+    process = subprocess.Popen(
+        [*command, str(config)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not any(c.name == "checkpoint-4" for c in complete_checkpoints(stage_dir)):
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "killed" / "train_summary.json").exists()
+    # A checkpoint folder cut short by a kill during a save: it must be ignored, not resumed from.
+    partial = stage_dir / "checkpoint-7"
+    partial.mkdir(exist_ok=True)
+    (partial / "model.safetensors").write_bytes(b"truncated")
+
+    result = subprocess.run(
+        [*command, str(config), "--resume_from_checkpoint"], capture_output=True, text=True, env=_env(), timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "ignoring" in result.stdout and "checkpoint-7" in result.stdout
+    summary = json.loads((tmp_path / "killed" / "train_summary.json").read_text())
+    resumed_from = summary["stages"]["stage2-finetune"]["resumed_from"]
+    assert resumed_from is not None and Path(resumed_from).name.startswith("checkpoint-")
+    expected, resumed = (
+        load_file(tmp_path / "reference" / "model.safetensors"),
+        load_file(tmp_path / "killed" / "model.safetensors"),
+    )
+    assert expected.keys() == resumed.keys()
+    assert max((expected[k].float() - resumed[k].float()).abs().max().item() for k in expected) <= 1e-6
+
+
+@pytest.mark.slow
+def test_the_default_recipe_learns(tmp_path):
+    """The README's main job, as written: `accelerate launch recipes/sft.py`, in a fresh directory."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", str(ROOT / "recipes" / "sft.py")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = tmp_path / "outputs" / "default"
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert set(summary) >= SUMMARY_KEYS
+    assert set(summary["trainable_parameters"]) == {"stage1-pretrain", "stage2-finetune"}
+    # Chance is below 1/3 (5+ colours, 3 shapes); the untrained model answers nothing right.
+    assert summary["eval"]["accuracy"] >= 0.5 > summary["eval_before"]["accuracy"]
+    assert "accuracy before training" in result.stdout and str(out.relative_to(tmp_path)) in result.stdout
+    assert list(out.glob("stage2-finetune/runs/*/events.out.tfevents.*"))  # TensorBoard logs
+    LlavaSwapForCausalLM.from_pretrained(out)
