@@ -102,6 +102,14 @@ def _bad_llava_json(root: Path) -> Path:
             "image": "ok.png",
             "conversations": [{"from": "human", "value": "<image><image>\nColour?"}, {"from": "gpt", "value": "red"}],
         },
+        {
+            "id": "too-long",
+            "image": "ok.png",
+            "conversations": [
+                {"from": "human", "value": "<image>\n" + "Colour? " * 300},
+                {"from": "gpt", "value": "red"},
+            ],
+        },
     ]
     path = root / "train.json"
     path.write_text(json.dumps(records))
@@ -116,9 +124,12 @@ def test_bad_records_stop_the_run_or_are_skipped_and_listed(tmp_path):
     recipe["data"]["on_bad_record"] = "skip"
     summary = run_recipe(Recipe.from_dict(recipe))
     skipped = json.loads((tmp_path / "run" / "skipped_records.json").read_text())
-    assert sorted({item["id"] for item in skipped}) == ["missing-image", "two-markers"]
-    assert summary["skipped_records"] == {"train": 2, "pretrain": 2, "eval": 2}
-    assert summary["eval"]["n"] == 1
+    assert sorted({item["id"] for item in skipped}) == ["missing-image", "too-long", "two-markers"]
+    too_long = [item for item in skipped if item["id"] == "too-long"]
+    assert {item["split"] for item in too_long} == {"train", "pretrain"}  # the splits that train, at max_length 256
+    assert "no token would be supervised after truncation" in too_long[0]["problem"]
+    assert summary["skipped_records"] == {"train": 3, "pretrain": 3, "eval": 2}
+    assert summary["eval"]["n"] == 2  # evaluation generates, so length limits do not apply
 
 
 def test_a_sample_truncated_to_nothing_is_refused(tmp_path):
@@ -220,3 +231,32 @@ def test_the_default_recipe_learns(tmp_path):
     assert "accuracy before training" in result.stdout and str(out.relative_to(tmp_path)) in result.stdout
     assert list(out.glob("stage2-finetune/runs/*/events.out.tfevents.*"))  # TensorBoard logs
     LlavaSwapForCausalLM.from_pretrained(out)
+
+
+def test_init_from_a_stage1_output_and_hf_dataset_input(tmp_path):
+    """Stage 2 started from a saved stage-1 model, on data given as a saved Hugging Face dataset."""
+    from datasets import Dataset
+    from PIL import Image
+
+    from llava_swap.data import load_llava_json
+
+    first = short_recipe(tmp_path / "stage1")
+    first["stages"] = first["stages"][:1]
+    run_recipe(Recipe.from_dict(first))
+    stage1 = LlavaSwapForCausalLM.from_pretrained(tmp_path / "stage1").state_dict()
+
+    records = load_llava_json(tmp_path / "stage1" / "data" / "train.json").records[:24]
+    rows = [{"id": r.id, "images": [Image.open(r.images[0]).convert("RGB")], "messages": r.messages} for r in records]
+    Dataset.from_list(rows).save_to_disk(tmp_path / "hf-train")
+
+    second = short_recipe(tmp_path / "stage2", train=str(tmp_path / "hf-train"))
+    second["stages"] = second["stages"][1:]
+    second["model"]["init_from"] = str(tmp_path / "stage1")
+    summary = run_recipe(Recipe.from_dict(second))
+    assert summary["stages"]["stage2-finetune"]["global_step"] == 4  # max_steps, over 24 rows in batches of 8
+    final = LlavaSwapForCausalLM.from_pretrained(tmp_path / "stage2").state_dict()
+    # The vision tower is stage 1's, untouched; the projector went on training from stage 1's weights.
+    assert all(torch.equal(final[k], stage1[k]) for k in stage1 if "vision_tower" in k)
+    assert not torch.equal(
+        final["model.multi_modal_projector.linear_1.weight"], stage1["model.multi_modal_projector.linear_1.weight"]
+    )

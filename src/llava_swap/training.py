@@ -47,7 +47,13 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    train: str | None = field(default=None, metadata={"help": "LLaVA JSON for finetuning; None: synthetic."})
+    train: str | None = field(
+        default=None,
+        metadata={
+            "help": "Finetuning data: a LLaVA JSON file, a dataset folder from Dataset.save_to_disk, or "
+            "hf:<dataset id>[:<split>] (images + messages columns); None: synthetic."
+        },
+    )
     pretrain: str | None = field(default=None, metadata={"help": "LLaVA JSON of captions for stage 1."})
     eval: str | None = field(default=None, metadata={"help": "LLaVA JSON of held-out items."})
     image_root: str | dict[str, str] | None = field(
@@ -263,18 +269,13 @@ def run_recipe(recipe: Recipe, resume_from_checkpoint: str | bool | None = None)
     """Trains every stage of `recipe` and returns the summary written to `train_summary.json`."""
     from accelerate import PartialState
 
-    from .data import load_llava_json
-
     state = PartialState(cpu=no_accelerator())
     out = Path(recipe.output_dir)
     start = time.perf_counter()
     with state.main_process_first():  # the main process writes backbones and data; the others then read them
         language_source, vision_source = _resolve_backbones(recipe, out)
         splits = _resolve_data(recipe, out)
-    loaded = {
-        name: load_llava_json(path, _image_root(recipe.data, name), on_bad_record=recipe.data.on_bad_record)
-        for name, path in splits.items()
-    }
+    loaded = {name: load_split(path, _image_root(recipe.data, name), recipe.data) for name, path in splits.items()}
     model, processor = _initial_model(recipe, language_source, vision_source)
     rows = {name: [record.to_row() for record in data.records] for name, data in loaded.items()}
     skipped = {name: data.skipped for name, data in loaded.items()}
@@ -342,12 +343,12 @@ def _resolve_backbones(recipe: Recipe, out: Path) -> tuple[str, str]:
     return language, vision
 
 
-def _resolve_data(recipe: Recipe, out: Path) -> dict[str, Path]:
+def _resolve_data(recipe: Recipe, out: Path) -> dict[str, str | Path]:
     data = recipe.data
     needed = {stage.data for stage in recipe.stages}
     given = {"train": data.train, "pretrain": data.pretrain, "eval": data.eval}
     if all(given[name] for name in needed):
-        return {name: Path(path) for name, path in given.items() if path}
+        return {name: path for name, path in given.items() if path}
     if any(given.values()):
         missing = sorted(name for name in needed if not given[name])
         raise ValueError(f"The recipe names some data files but not {missing}: give every split its stages use.")
@@ -355,6 +356,24 @@ def _resolve_data(recipe: Recipe, out: Path) -> dict[str, Path]:
 
     paths = generate_vqa_scene(out / "data", n_train=data.synthetic_train, n_test=data.synthetic_test, seed=recipe.seed)
     return {"train": paths["train"], "pretrain": paths["pretrain"], "eval": paths["test"]}
+
+
+def load_split(path: str | os.PathLike, image_root: str | None, data: DataConfig):
+    """One split as validated records: LLaVA JSON, a saved `datasets` folder, or `hf:<id>[:<split>]`."""
+    from .data import load_hf_dataset, load_llava_json
+
+    text = str(path)
+    if text.startswith("hf:"):
+        from datasets import load_dataset
+
+        name, _, split = text[3:].partition(":")
+        dataset = load_dataset(name, split=split or "train")
+        return load_hf_dataset(dataset, on_bad_record=data.on_bad_record, name=text)
+    if Path(text).is_dir():
+        from datasets import load_from_disk
+
+        return load_hf_dataset(load_from_disk(text), on_bad_record=data.on_bad_record, name=text)
+    return load_llava_json(text, image_root, on_bad_record=data.on_bad_record)
 
 
 def _image_root(data: DataConfig, split: str) -> str | None:
