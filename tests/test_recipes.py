@@ -90,3 +90,16 @@ def test_overrides_and_errors(tmp_path):
         Recipe.from_yaml(bad)
     with pytest.raises(FileNotFoundError, match="recipes/configs"):
         Recipe.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_qlora_needs_a_gpu_and_says_so_before_training(tmp_path):
+    import torch
+
+    from llava_swap.training import run_recipe
+
+    recipe = default_recipe().with_override("stages.1.language_model=qlora").with_override(f"output_dir={tmp_path}")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(RuntimeError, match="language_model: qlora.*no CUDA GPU or no bitsandbytes"):
+        run_recipe(recipe)
+    assert not (tmp_path / "stage1-pretrain").exists()  # refused before any training

@@ -67,6 +67,7 @@ def build_vlm(
     torch_dtype: torch.dtype | str | None = None,
     family: str | None = None,
     seed: int = 0,
+    quantization_config=None,
 ) -> tuple[LlavaSwapForCausalLM, LlavaSwapProcessor]:
     """Builds a LLaVA-style model from a pretrained LLM and a pretrained vision encoder.
 
@@ -79,6 +80,7 @@ def build_vlm(
         torch_dtype: dtype to load the backbones in (e.g. `torch.bfloat16`); default: as saved.
         family: override the detected LLM family (`llama1`, `llama2`, `llama3`, `gemma`, `other`).
         seed: seeds the new projector and any new embedding rows, so a build is reproducible.
+        quantization_config: loads the LLM quantized (e.g. `BitsAndBytesConfig(load_in_4bit=True)` for QLoRA).
 
     Returns:
         `(model, processor)`: save both with `save_pretrained` into one directory.
@@ -86,7 +88,14 @@ def build_vlm(
     # Check both sources before loading either: a typo in the second should not cost loading the first.
     _check_source(language_model, "language_model")
     _check_source(vision_model, "vision_model")
-    language = load_language_model(language_model, family=family, template=template, torch_dtype=torch_dtype, seed=seed)
+    language = load_language_model(
+        language_model,
+        family=family,
+        template=template,
+        torch_dtype=torch_dtype,
+        seed=seed,
+        quantization_config=quantization_config,
+    )
     vision = load_vision_model(vision_model, torch_dtype=torch_dtype)
     return _compose(language, vision, projector, vision_feature_layer, seed)
 
@@ -162,6 +171,7 @@ def load_language_model(
     template: str | None = None,
     torch_dtype: torch.dtype | str | None = None,
     seed: int = 0,
+    quantization_config=None,
 ) -> LanguageParts:
     """Loads a causal LM and its tokenizer and prepares the tokenizer for its family (see `families.py`)."""
     source = _check_source(source, "language_model")
@@ -188,7 +198,8 @@ def load_language_model(
     template_name, template_source = resolve_template(template, detected, tokenizer)
     old_vocabulary = len(tokenizer)
     prepare_tokenizer(tokenizer, detected.name, template_source)
-    lm = AutoModelForCausalLM.from_pretrained(source, **_dtype_kwargs(torch_dtype))
+    quantization = {} if quantization_config is None else {"quantization_config": quantization_config}
+    lm = AutoModelForCausalLM.from_pretrained(source, **_dtype_kwargs(torch_dtype), **quantization)
     _add_embedding_rows(lm, old_vocabulary, len(tokenizer), seed)
     lm.config.pad_token_id = tokenizer.pad_token_id
     generation_config = copy.deepcopy(lm.generation_config)

@@ -397,8 +397,10 @@ def _initial_model(recipe: Recipe, language_source: str, vision_source: str):
     from . import LlavaSwapForCausalLM, LlavaSwapProcessor, build_vlm
 
     model_config = recipe.model
+    quantization = _qlora_config(recipe)
     if model_config.init_from:
-        model = LlavaSwapForCausalLM.from_pretrained(model_config.init_from)
+        extra = {} if quantization is None else {"quantization_config": quantization}
+        model = LlavaSwapForCausalLM.from_pretrained(model_config.init_from, **extra)
         return model, LlavaSwapProcessor.from_pretrained(model_config.init_from)
     return build_vlm(
         language_source,
@@ -409,6 +411,30 @@ def _initial_model(recipe: Recipe, language_source: str, vision_source: str):
         torch_dtype=model_config.torch_dtype,
         family=model_config.family,
         seed=recipe.seed,
+        quantization_config=quantization,
+    )
+
+
+def _qlora_config(recipe: Recipe):
+    """4-bit NF4 loading for the LLM when a stage asks for QLoRA (QLoRA, Dettmers et al. 2023); checked up front."""
+    if not any(stage.language_model == "qlora" for stage in recipe.stages):
+        return None
+    import importlib.util
+
+    if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeError(
+            "A stage uses language_model: qlora, which loads the LLM in 4 bits with bitsandbytes on a CUDA GPU; "
+            "this machine has no CUDA GPU or no bitsandbytes. Use language_model: lora here."
+        )
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        # The vision tower and projector stay in full precision; only the LLM's linear layers are quantized.
+        llm_int8_skip_modules=["vision_tower", "multi_modal_projector", "lm_head"],
     )
 
 
@@ -475,10 +501,11 @@ def _prepare_stage_model(model, stage: StageConfig):
         model.language_model.requires_grad_(True)
         model.lm_head.requires_grad_(True)
     elif stage.language_model in ("lora", "qlora"):
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-        if stage.language_model == "qlora" and not torch.cuda.is_available():
-            raise RuntimeError("language_model: qlora needs a CUDA GPU (bitsandbytes 4-bit); use lora on CPU.")
+        if stage.language_model == "qlora":  # the LLM was loaded in 4 bits (see _qlora_config)
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=stage.gradient_checkpointing)
+            model.requires_grad_(False)
         lora = LoraConfig(
             r=stage.lora_r,
             lora_alpha=stage.lora_alpha,
