@@ -113,6 +113,36 @@ def train_main(argv: list[str] | None = None) -> int:
     return train(parser.parse_args(argv))
 
 
+def evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_model
+
+    out = args.out or str(Path(args.model) / "eval" / f"{args.task}-{args.split}")
+    result = evaluate_model(
+        args.model, args.task, args.data, split=args.split, batch_size=args.batch_size, limit=args.limit, out_dir=out
+    )
+    shown = {k: v for k, v in result.metrics.items() if not isinstance(v, dict)}
+    print(f"{args.task} ({args.split}, {result.metrics['n']} items, {result.info['items_per_second']:.1f} items/s):")
+    for key, value in shown.items():
+        print(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
+    for key, value in result.metrics.get("calibration", {}).items():
+        print(f"  {key}: {value:.4f}")
+    print(f"wrote {out}/predictions.jsonl and {out}/metrics.json")
+    return 0
+
+
+def generate_data(args: argparse.Namespace) -> int:
+    from .tasks import get_task
+
+    task = get_task(args.task)
+    n_test = args.n_test if args.n_test is not None else max(args.n // 10, 1)
+    n_val = args.n_val if args.n_val is not None else max(args.n // 20, 1)
+    paths = task.generate(
+        args.out, n_train=args.n, n_val=n_val, n_test=n_test, seed=args.seed, image_size=args.image_size
+    )
+    print(f"wrote {args.task} to {args.out}: " + ", ".join(f"{split} {path.name}" for split, path in paths.items()))
+    return 0
+
+
 def export(args: argparse.Namespace) -> int:
     from . import LlavaSwapForCausalLM, LlavaSwapProcessor, export_hf_llava
 
@@ -140,6 +170,30 @@ def make_parser() -> argparse.ArgumentParser:
 
     train_parser = commands.add_parser("train", help="run a training recipe (default: the tiny offline one)")
     add_train_arguments(train_parser).set_defaults(func=train)
+
+    from .tasks import TASKS
+
+    evaluate_parser = commands.add_parser("evaluate", help="evaluate a saved model on a task's data")
+    evaluate_parser.add_argument("--model", required=True, help="directory of a saved model")
+    evaluate_parser.add_argument("--task", required=True, choices=sorted(TASKS))
+    evaluate_parser.add_argument("--data", required=True, help="the task's data folder (or a LLaVA JSON file)")
+    evaluate_parser.add_argument("--split", default="test")
+    evaluate_parser.add_argument("--batch-size", type=int, default=16)
+    evaluate_parser.add_argument("--limit", type=int, default=None, help="evaluate the first N items only")
+    evaluate_parser.add_argument("--out", default=None, help="output folder (default: MODEL/eval/TASK-SPLIT)")
+    evaluate_parser.set_defaults(func=evaluate)
+
+    data_parser = commands.add_parser("data", help="task data")
+    data_commands = data_parser.add_subparsers(dest="data_command", required=True)
+    generate_parser = data_commands.add_parser("generate", help="write a task's synthetic data offline")
+    generate_parser.add_argument("--task", required=True, choices=sorted(TASKS))
+    generate_parser.add_argument("--out", required=True)
+    generate_parser.add_argument("--n", type=int, default=2000, help="training items")
+    generate_parser.add_argument("--n-val", type=int, default=None, help="default: n / 20")
+    generate_parser.add_argument("--n-test", type=int, default=None, help="default: n / 10")
+    generate_parser.add_argument("--seed", type=int, default=0)
+    generate_parser.add_argument("--image-size", type=int, default=64)
+    generate_parser.set_defaults(func=generate_data)
 
     export_parser = commands.add_parser("export", help="convert a saved model to transformers' native llava format")
     export_parser.add_argument("--model", required=True, help="directory of a saved llava-swap model")

@@ -1,13 +1,22 @@
-"""Batched greedy answers and exact-match accuracy: the recipe's before/after check on held-out items.
+"""Batched greedy generation with confidences, and per-instance evaluation records.
 
-Left padding and the KV cache, one forward per batch and step; deterministic. (The tasks' own metrics, confidences
-and per-instance records build on this.)
+One forward per batch and step (left padding, KV cache), deterministic. Each answer comes with two confidences read
+from the raw logits: the probability of its first token and the mean log-probability of its tokens (up to and
+including the stop token). `evaluate_rows` turns answers into per-instance records (id, question type, prompt,
+prediction, references, parsed answer, score, confidence) and task metrics; `write_results` stores them as
+`predictions.jsonl` and `metrics.json`, the input of every later analysis.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import string
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -26,30 +35,48 @@ def normalize_answer(text: str) -> str:
 def prompt_messages(row: dict) -> list[dict]:
     """The conversation up to (not including) its last assistant turn: what the model is asked."""
     messages = row["messages"]
-    last = max(i for i, message in enumerate(messages) if message["role"] == "assistant")
-    return messages[:last]
+    assistant_turns = [i for i, message in enumerate(messages) if message["role"] == "assistant"]
+    return messages[: assistant_turns[-1]] if assistant_turns else messages
 
 
-def reference_answer(row: dict) -> str:
-    """The text of the last assistant turn."""
-    message = [m for m in row["messages"] if m["role"] == "assistant"][-1]
+def message_text(message: dict) -> str:
     content = message["content"]
     if isinstance(content, str):
         return content
     return "".join(part.get("text") or "" for part in content if part.get("type") == "text")
 
 
+def reference_answer(row: dict) -> str:
+    """The text of the last assistant turn."""
+    return message_text([m for m in row["messages"] if m["role"] == "assistant"][-1])
+
+
+@dataclass
+class Generation:
+    """One generated answer and how sure the model was of it."""
+
+    text: str
+    first_token_prob: float
+    mean_logprob: float
+    num_tokens: int
+
+
 @torch.no_grad()
 def generate_answers(
-    model, processor, rows: list[dict], batch_size: int = 16, max_new_tokens: int = 16, progress: bool = True
-) -> list[str]:
-    """Greedy answers to each row's last question, in row order."""
+    model,
+    processor,
+    rows: list[dict],
+    batch_size: int = 16,
+    max_new_tokens: int = 16,
+    progress: bool = True,
+) -> list[Generation]:
+    """Greedy answers to each row's last question, in row order, with their confidences."""
     was_training = model.training
     model.eval()
     tokenizer = processor.tokenizer
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # generation continues every row from its own last token
-    answers: list[str] = []
+    stop_ids = model.generation_config.eos_token_id
+    stop_ids = set([stop_ids] if isinstance(stop_ids, int) else stop_ids or [])
+    results: list[Generation] = []
     try:
         batches = range(0, len(rows), batch_size)
         for start in tqdm(batches, desc="generating", disable=not progress, leave=False):
@@ -61,22 +88,164 @@ def generate_answers(
                 tokenize=True,
                 return_dict=True,
                 return_tensors="pt",
-                processor_kwargs={"padding": True, "padding_side": "left"},
+                processor_kwargs={"padding": True, "padding_side": "left"},  # every row continues from its end
             ).to(model.device)
-            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-            new_tokens = output[:, inputs["input_ids"].shape[1] :]
-            answers += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            output = model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                return_dict_in_generate=True,
+                output_logits=True,
+            )
+            new_tokens = output.sequences[:, inputs["input_ids"].shape[1] :]  # (batch, steps)
+            logits = torch.stack(output.logits, dim=1).float()  # (batch, steps, vocab): raw, before any processor
+            logprobs = logits.log_softmax(-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+            for row_index in range(len(chunk)):
+                tokens = new_tokens[row_index].tolist()
+                length = next((i + 1 for i, token in enumerate(tokens) if token in stop_ids), len(tokens))
+                row_logprobs = logprobs[row_index, :length]
+                results.append(
+                    Generation(
+                        text=tokenizer.decode(tokens[:length], skip_special_tokens=True).strip(),
+                        first_token_prob=float(row_logprobs[0].exp()),
+                        mean_logprob=float(row_logprobs.mean()),
+                        num_tokens=length,
+                    )
+                )
     finally:
-        tokenizer.padding_side = side
         model.train(was_training)
-    return [answer.strip() for answer in answers]
+    return results
+
+
+@dataclass
+class EvaluationResult:
+    """Per-instance records and the metrics computed from them."""
+
+    records: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate_rows(
+    model,
+    processor,
+    rows: list[dict],
+    task=None,
+    batch_size: int = 16,
+    max_new_tokens: int | None = None,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Generates answers for `rows` and scores them with `task` (exact match when no task is given)."""
+    from .metrics import calibration
+
+    start = time.perf_counter()
+    max_new_tokens = max_new_tokens or (task.max_new_tokens if task is not None else 16)
+    generations = generate_answers(model, processor, rows, batch_size, max_new_tokens, progress)
+    records = []
+    for row, generation in zip(rows, generations, strict=True):
+        meta = row.get("meta") or {}
+        if task is None:
+            references, parsed = [reference_answer(row)], normalize_answer(generation.text)
+            score = float(parsed == normalize_answer(references[0]))
+        else:
+            references, parsed = task.references(meta), task.parse(generation.text)
+            score = task.score(generation.text, meta)
+        records.append(
+            {
+                "id": row["id"],
+                "question_type": meta.get("question_type"),
+                "prompt": "\n".join(message_text(m) for m in prompt_messages(row) if m["role"] != "system"),
+                "prediction": generation.text,
+                "references": references,
+                "parsed": parsed,
+                "score": score,
+                "correct": int(score >= 0.5),
+                "confidence": generation.first_token_prob,
+                "mean_logprob": generation.mean_logprob,
+                "num_tokens": generation.num_tokens,
+            }
+        )
+    if task is None:
+        metrics: dict[str, Any] = {"accuracy": sum(r["score"] for r in records) / max(len(records), 1)}
+    else:
+        metrics = task.compute([g.text for g in generations], [row.get("meta") or {} for row in rows])
+    metrics["n"] = len(records)
+    metrics["mean_score"] = sum(r["score"] for r in records) / max(len(records), 1)
+    by_type: dict[str, list[float]] = defaultdict(list)
+    for record in records:
+        by_type[str(record["question_type"])].append(record["score"])
+    metrics["by_question_type"] = {name: sum(s) / len(s) for name, s in sorted(by_type.items())}
+    if records:
+        calibrated = calibration([r["confidence"] for r in records], [r["correct"] for r in records])
+        metrics["calibration"] = {key: calibrated[key] for key in ("ece", "adaptive_ece", "brier")}
+    elapsed = time.perf_counter() - start
+    info = {"seconds": elapsed, "items_per_second": len(records) / elapsed if elapsed else 0.0}
+    return EvaluationResult(records=records, metrics=metrics, info=info)
+
+
+def write_results(result: EvaluationResult, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Writes `predictions.jsonl` (one record per line) and `metrics.json` into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "predictions.jsonl", "w", encoding="utf-8") as handle:
+        for record in result.records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    payload = {**result.info, **(extra or {}), "metrics": result.metrics}
+    (out / "metrics.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False))
+    return out
+
+
+def evaluate_model(
+    model,
+    task: str,
+    data: str | Path,
+    split: str = "test",
+    processor=None,
+    batch_size: int = 16,
+    limit: int | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Evaluates a model (a loaded one, or a saved model's folder) on `split` of a task's data folder.
+
+    Writes `predictions.jsonl` and `metrics.json` into `out_dir` when given.
+    """
+    from . import LlavaSwapForCausalLM
+    from .tasks import get_task
+
+    task_spec = get_task(task)
+    if isinstance(model, (str, Path)):
+        from transformers import AutoProcessor
+
+        processor = processor or AutoProcessor.from_pretrained(model)
+        model_name, model = str(model), LlavaSwapForCausalLM.from_pretrained(model)
+    else:
+        model_name = getattr(model, "name_or_path", "") or type(model).__name__
+        if processor is None:
+            raise ValueError("Pass processor= with an in-memory model (or pass the model's folder instead).")
+    rows = [record.to_row() for record in task_spec.load(data, split).records][:limit]
+    result = evaluate_rows(model, processor, rows, task_spec, batch_size=batch_size, progress=progress)
+    result.info.update(model=model_name, task=task, data=str(data), split=split, batch_size=batch_size)
+    if out_dir is not None:
+        write_results(result, out_dir)
+    return result
 
 
 def exact_match_accuracy(model, processor, rows: list[dict], batch_size: int = 16) -> dict[str, float]:
     """`{"accuracy": ..., "n": ...}`: share of rows whose normalised answer equals the normalised reference."""
-    answers = generate_answers(model, processor, rows, batch_size=batch_size)
-    hits = [normalize_answer(a) == normalize_answer(reference_answer(r)) for a, r in zip(answers, rows, strict=True)]
-    return {"accuracy": sum(hits) / max(len(hits), 1), "n": len(hits)}
+    result = evaluate_rows(model, processor, rows, batch_size=batch_size)
+    return {"accuracy": result.metrics["accuracy"], "n": result.metrics["n"]}
 
 
-__all__ = ["exact_match_accuracy", "generate_answers", "normalize_answer", "prompt_messages", "reference_answer"]
+__all__ = [
+    "EvaluationResult",
+    "Generation",
+    "evaluate_model",
+    "evaluate_rows",
+    "exact_match_accuracy",
+    "generate_answers",
+    "normalize_answer",
+    "prompt_messages",
+    "reference_answer",
+    "write_results",
+]

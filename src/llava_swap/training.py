@@ -60,10 +60,19 @@ class DataConfig:
         default=None, metadata={"help": "Folder image paths are relative to; or one per split {pretrain, train, eval}."}
     )
     on_bad_record: str = field(default="error", metadata={"help": "error (stop, naming it) or skip (count, list)."})
+    task: str | None = field(
+        default="shapes",
+        metadata={"help": "Task that scores the held-out items (and generates synthetic data); None: exact match."},
+    )
     synthetic_train: int = field(default=1200, metadata={"help": "Synthetic training items when train is None."})
     synthetic_test: int = field(default=120, metadata={"help": "Synthetic held-out items."})
+    synthetic_image_size: int = field(default=32, metadata={"help": "Side of the synthetic images, in pixels."})
     eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on at most this many items."})
     eval_batch_size: int = field(default=32, metadata={"help": "Batch size of the generation-based evaluation."})
+    eval_steps: int | None = field(
+        default=None, metadata={"help": "Also evaluate every N training steps on a held-out subset (logged)."}
+    )
+    eval_steps_samples: int = field(default=32, metadata={"help": "Size of that subset."})
 
 
 @dataclass
@@ -276,6 +285,10 @@ def run_recipe(recipe: Recipe, resume_from_checkpoint: str | bool | None = None)
         language_source, vision_source = _resolve_backbones(recipe, out)
         splits = _resolve_data(recipe, out)
     loaded = {name: load_split(path, _image_root(recipe.data, name), recipe.data) for name, path in splits.items()}
+    if recipe.data.task and "eval" in loaded:  # held-out items must carry what the task scores against
+        from .tasks import get_task
+
+        loaded["eval"] = get_task(recipe.data.task).keep_own(loaded["eval"], recipe.data.on_bad_record)
     model, processor = _initial_model(recipe, language_source, vision_source)
     rows = {name: [record.to_row() for record in data.records] for name, data in loaded.items()}
     skipped = {name: data.skipped for name, data in loaded.items()}
@@ -287,7 +300,9 @@ def run_recipe(recipe: Recipe, resume_from_checkpoint: str | bool | None = None)
     eval_rows = rows.get("eval", [])[: recipe.data.eval_samples]
 
     summary: dict[str, Any] = {"recipe": recipe.to_dict(), "stages": {}, "skipped_records": _count(skipped)}
-    summary["eval_before"] = _evaluate(model, processor, eval_rows, recipe, state, "before training")
+    summary["eval_before"] = _evaluate(
+        model, processor, eval_rows, recipe, state, "before training", out / "eval_before"
+    )
     for stage in recipe.stages:
         done = out / stage.name / "final" / STAGE_DONE
         if resume_from_checkpoint and done.exists():  # finished before the interruption: take its weights
@@ -298,10 +313,10 @@ def run_recipe(recipe: Recipe, resume_from_checkpoint: str | bool | None = None)
             print(f"[{stage.name}] already complete: loaded {done.parent}")
             continue
         model, stage_summary = _run_stage(
-            model, processor, stage, rows[stage.data], recipe, out, resume_from_checkpoint
+            model, processor, stage, rows[stage.data], recipe, out, resume_from_checkpoint, eval_rows
         )
         summary["stages"][stage.name] = stage_summary
-    summary["eval"] = _evaluate(model, processor, eval_rows, recipe, state, "after training")
+    summary["eval"] = _evaluate(model, processor, eval_rows, recipe, state, "after training", out / "eval")
 
     runtime = time.perf_counter() - start
     stage_summaries = list(summary["stages"].values())
@@ -352,9 +367,19 @@ def _resolve_data(recipe: Recipe, out: Path) -> dict[str, str | Path]:
     if any(given.values()):
         missing = sorted(name for name in needed if not given[name])
         raise ValueError(f"The recipe names some data files but not {missing}: give every split its stages use.")
-    from .data import generate_vqa_scene
+    from .tasks import get_task
 
-    paths = generate_vqa_scene(out / "data", n_train=data.synthetic_train, n_test=data.synthetic_test, seed=recipe.seed)
+    if data.task is None:
+        raise ValueError("Synthetic data needs a task: set data.task (e.g. shapes, vqa_scene) or give data files.")
+    else:
+        paths = get_task(data.task).generate(
+            out / "data",
+            n_train=data.synthetic_train,
+            n_val=max(data.synthetic_test // 2, 1),
+            n_test=data.synthetic_test,
+            seed=recipe.seed,
+            image_size=data.synthetic_image_size,
+        )
     return {"train": paths["train"], "pretrain": paths["pretrain"], "eval": paths["test"]}
 
 
@@ -462,17 +487,51 @@ def _count(skipped: dict[str, list]) -> dict[str, int]:
     return {split: len(items) for split, items in skipped.items()}
 
 
-def _evaluate(model, processor, rows, recipe: Recipe, state, when: str) -> dict[str, float]:
-    from .evaluation import exact_match_accuracy
+def _evaluate(model, processor, rows, recipe: Recipe, state, when: str, out: Path | None = None) -> dict[str, Any]:
+    from .evaluation import evaluate_rows, write_results
+    from .tasks import get_task
 
     if not rows:
         return {}
-    result = {}
-    if state.is_main_process:  # generation is cheap on held-out items; one process does it
-        result = exact_match_accuracy(model, processor, rows, batch_size=recipe.data.eval_batch_size)
-        print(f"accuracy {when}: {result['accuracy']:.1%} on {result['n']} held-out items")
+    metrics: dict[str, Any] = {}
+    if state.is_main_process:  # generation on held-out items is cheap; one process does it
+        task = get_task(recipe.data.task) if recipe.data.task else None
+        result = evaluate_rows(model, processor, rows, task, batch_size=recipe.data.eval_batch_size)
+        metrics = result.metrics
+        if out is not None:
+            write_results(result, out, extra={"task": recipe.data.task, "when": when})
+        headline = metrics.get("accuracy", metrics["mean_score"])
+        print(f"accuracy {when}: {headline:.1%} on {metrics['n']} held-out items ({recipe.data.task or 'exact match'})")
     state.wait_for_everyone()
-    return result
+    return metrics
+
+
+def _task_eval_callback(processor, rows, recipe: Recipe):
+    """Evaluates a held-out subset every `data.eval_steps` steps and logs the task metrics and ECE (TensorBoard)."""
+    from transformers import TrainerCallback
+
+    from .evaluation import evaluate_rows
+    from .tasks import get_task
+
+    task = get_task(recipe.data.task) if recipe.data.task else None
+    subset = rows[: recipe.data.eval_steps_samples]
+
+    class TaskEvaluation(TrainerCallback):
+        trainer = None  # set once the trainer exists
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if not subset or state.global_step % recipe.data.eval_steps or not state.is_world_process_zero:
+                return
+            model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+            result = evaluate_rows(model, processor, subset, task, recipe.data.eval_batch_size, progress=False)
+            logged = {
+                f"eval_{name}": value
+                for name, value in {**result.metrics, **result.metrics.get("calibration", {})}.items()
+                if isinstance(value, (int, float)) and value is not None
+            }
+            self.trainer.log(logged)
+
+    return TaskEvaluation()
 
 
 def trainable_parameters(model) -> dict[str, int]:
@@ -519,7 +578,7 @@ def _prepare_stage_model(model, stage: StageConfig):
     return model
 
 
-def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: Path, resume):
+def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: Path, resume, eval_rows=()):
     from accelerate import PartialState
     from datasets import Dataset
     from trl import SFTConfig
@@ -568,6 +627,10 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
         processing_class=processor,
         callbacks=[_completion_callback()],
     )
+    if recipe.data.eval_steps and eval_rows:
+        evaluation = _task_eval_callback(processor, list(eval_rows), recipe)
+        evaluation.trainer = trainer
+        trainer.add_callback(evaluation)
     checkpoint = _resume_point(stage_dir, resume)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     if stage.language_model in ("lora", "qlora"):
@@ -589,6 +652,11 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
         "world_size": trainer.args.world_size,
         "trainable_parameters": counts,
         "resumed_from": checkpoint,
+        "eval_history": [
+            {key: value for key, value in entry.items() if key.startswith("eval_") or key == "step"}
+            for entry in trainer.state.log_history
+            if any(key.startswith("eval_") for key in entry)
+        ],
     }
     if trainer.is_world_process_zero():
         model.save_pretrained(stage_dir / "final")

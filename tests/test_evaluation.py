@@ -1,0 +1,146 @@
+"""The evaluation runner: batched greedy answers with confidences, per-instance records, task metrics, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from llava_swap import LlavaSwapForCausalLM, LlavaSwapProcessor
+from llava_swap.cli import main
+from llava_swap.evaluation import evaluate_model, evaluate_rows, generate_answers, prompt_messages
+from llava_swap.tasks import TASKS, get_task
+from llava_swap.training import Recipe, default_recipe, run_recipe
+
+RECORD_FIELDS = {
+    "id",
+    "question_type",
+    "prompt",
+    "prediction",
+    "references",
+    "parsed",
+    "score",
+    "correct",
+    "confidence",
+    "mean_logprob",
+    "num_tokens",
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained for a few steps on vqa_scene, with periodic task evaluation; and its data folder."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    recipe = default_recipe().to_dict()
+    recipe.update(output_dir=str(out), report_to=[])
+    recipe["data"].update(
+        task="vqa_scene",
+        synthetic_train=64,
+        synthetic_test=24,
+        synthetic_image_size=32,
+        eval_steps=2,
+        eval_steps_samples=8,
+    )
+    recipe["stages"][0].update(max_steps=2, per_device_train_batch_size=8)
+    recipe["stages"][1].update(max_steps=4, per_device_train_batch_size=8)
+    summary = run_recipe(Recipe.from_dict(recipe))
+    return out, summary
+
+
+def test_recipe_logs_task_metrics_during_training_and_writes_evaluations(trained):
+    out, summary = trained
+    history = summary["stages"]["stage2-finetune"]["eval_history"]
+    assert [entry["step"] for entry in history] == [2, 4]
+    assert {"eval_accuracy", "eval_ece", "eval_brier"} <= set(history[0])
+    for name in ("eval_before", "eval"):
+        metrics = json.loads((out / name / "metrics.json").read_text())
+        assert metrics["task"] == "vqa_scene" and metrics["metrics"]["n"] == 24
+        assert len((out / name / "predictions.jsonl").read_text().splitlines()) == 24
+    assert summary["eval"]["accuracy"] == json.loads((out / "eval" / "metrics.json").read_text())["metrics"]["accuracy"]
+
+
+def test_cli_evaluate_writes_predictions_and_metrics(trained, tmp_path, capsys):
+    out, _ = trained
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(out),
+                "--task",
+                "vqa_scene",
+                "--data",
+                str(out / "data"),
+                "--batch-size",
+                "8",
+                "--out",
+                str(tmp_path / "e"),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "vqa_scene (test, 24 items" in printed and "ece" in printed
+    records = [json.loads(line) for line in (tmp_path / "e" / "predictions.jsonl").read_text().splitlines()]
+    assert len(records) == 24 and all(set(record) == RECORD_FIELDS for record in records)
+    assert all(0.0 < r["confidence"] <= 1.0 and r["mean_logprob"] <= 0.0 and 0.0 <= r["score"] <= 1.0 for r in records)
+    assert {r["question_type"] for r in records} <= {"counting", "attribute", "existence", "spatial"}
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["metrics"]["accuracy"] == pytest.approx(sum(r["score"] for r in records) / 24)
+    assert {"ece", "adaptive_ece", "brier"} == set(metrics["metrics"]["calibration"])
+    # Deterministic: the same command gives the same file; another batch size the same answers.
+    command = ["evaluate", "--model", str(out), "--task", "vqa_scene", "--data", str(out / "data")]
+    main([*command, "--batch-size", "8", "--out", str(tmp_path / "f")])
+    assert (tmp_path / "f" / "predictions.jsonl").read_text() == (tmp_path / "e" / "predictions.jsonl").read_text()
+    main([*command, "--batch-size", "5", "--out", str(tmp_path / "g")])
+    other = [json.loads(line) for line in (tmp_path / "g" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["prediction"] for r in other] == [r["prediction"] for r in records]
+    assert [r["confidence"] for r in other] == pytest.approx([r["confidence"] for r in records], abs=1e-4)
+
+
+def test_confidence_is_the_probability_of_the_first_answer_token(trained):
+    out, _ = trained
+    model, processor = LlavaSwapForCausalLM.from_pretrained(out), LlavaSwapProcessor.from_pretrained(out)
+    rows = [r.to_row() for r in get_task("vqa_scene").load(out / "data").records[:3]]
+    generations = generate_answers(model, processor, rows, batch_size=3, max_new_tokens=8, progress=False)
+    from llava_swap.collator import with_images
+
+    for row, generation in zip(rows, generations, strict=True):
+        inputs = processor.apply_chat_template(
+            with_images(prompt_messages(row), row["images"]), add_generation_prompt=True, tokenize=True,
+            return_dict=True, return_tensors="pt",
+        )  # fmt: skip
+        with torch.no_grad():
+            probabilities = model(**inputs).logits[0, -1].softmax(-1)
+        assert generation.first_token_prob == pytest.approx(probabilities.max().item(), abs=1e-5)
+
+
+def test_wrong_data_unknown_task_and_missing_fields(trained, tmp_path):
+    out, _ = trained
+    with pytest.raises(ValueError, match=r"Unknown task 'vqa'.*seismic_coordinates"):
+        get_task("vqa")
+    with pytest.raises(
+        ValueError,
+        match=r"record 'vqa_scene-test-00000' in .*test.json: belongs to task 'vqa_scene', not 'seismic_coordinates'",
+    ):
+        evaluate_model(out, "seismic_coordinates", out / "data")
+    records = json.loads((out / "data" / "test.json").read_text())
+    del records[1]["answers"]
+    (tmp_path / "test.json").write_text(json.dumps(records))
+    for image in (out / "data" / "images").iterdir():
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "images" / image.name).write_bytes(image.read_bytes())
+    with pytest.raises(ValueError, match=r"record 'vqa_scene-test-00001'.*lacks the field\(s\) \['answers'\]"):
+        get_task("vqa_scene").load(tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_every_task_evaluates_end_to_end(built, tmp_path, name):
+    model, processor = built("llama3", "clip")
+    task = get_task(name)
+    task.generate(tmp_path, n_train=2, n_val=1, n_test=6, seed=0, image_size=32)
+    rows = [record.to_row() for record in task.load(tmp_path).records]
+    result = evaluate_rows(model, processor, rows, task, batch_size=4, max_new_tokens=6, progress=False)
+    assert len(result.records) == 6 and result.metrics["n"] == 6
+    assert set(result.metrics) >= {"mean_score", "by_question_type", "calibration"}

@@ -1,0 +1,427 @@
+"""Task metrics: hand-computed values, the official VQAv2 rules, ECE against a direct numpy computation, parsing that
+never raises, and the shipped evaluate modules loading offline and agreeing with the package functions."""
+
+from __future__ import annotations
+
+import math
+
+import evaluate
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import llava_swap.metrics as metrics
+from llava_swap.metrics import (
+    calibration,
+    coordinate_error,
+    coordinate_metrics,
+    description_scores,
+    extract_facts,
+    fact_score,
+    normalize_vqa_answer,
+    parse_coordinates,
+    vqa_accuracy,
+    vqa_score,
+)
+
+# ---------------------------------------------------------------------------------------------------------- VQAv2
+
+
+@pytest.mark.parametrize(
+    ("matches", "expected"), [(10, 1.0), (5, 1.0), (4, 1.0), (3, 0.9), (2, 0.6), (1, 0.3), (0, 0.0)]
+)
+def test_vqa_score_ten_references(matches, expected):
+    answers = ["2"] * matches + ["3"] * (10 - matches)
+    assert vqa_score("two", answers) == pytest.approx(expected)
+
+
+def test_vqa_score_is_the_leave_one_out_mean_for_any_number_of_references():
+    # 4 references, 2 match: leaving out a match leaves 1 (1/3), leaving out a non-match leaves 2 (2/3).
+    assert vqa_score("cat", ["cat", "cat", "dog", "dog"]) == pytest.approx((1 / 3 + 1 / 3 + 2 / 3 + 2 / 3) / 4)
+
+
+def test_vqa_score_single_reference_is_exact_match_after_normalisation():
+    assert vqa_score("The Dog.", ["dog"]) == 1.0
+    assert vqa_score("Two", ["2"]) == 1.0
+    assert vqa_score("dogs", ["dog"]) == 0.0
+
+
+def test_vqa_accuracy_means_over_items_and_validates():
+    refs = [["yes"] * 10, ["2"] * 3 + ["3"] * 7, ["red"]]
+    assert vqa_accuracy(["Yes", "two", "blue"], refs) == {"accuracy": pytest.approx((1.0 + 0.9 + 0.0) / 3)}
+    with pytest.raises(ValueError, match=r"2 predictions but 3"):
+        vqa_accuracy(["a", "b"], refs)
+    with pytest.raises(ValueError, match=r"references\[1\]"):
+        vqa_accuracy(["a", "b"], [["a"], []])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # case, whitespace
+        ("  YES\n", "yes"),
+        ("red\tcar", "red car"),
+        # punctuation: removed when it touches a space, else replaced by a space
+        ("black/white", "black white"),
+        ("black / white", "black white"),
+        ("e-mail", "e mail"),
+        ("red, white", "red white"),
+        ("hello!", "hello"),
+        ("(yes)", "yes"),
+        ("it's", "it's"),  # apostrophes stay
+        # a digit-comma-digit anywhere: every mark is removed, none replaced
+        ("1,000", "1000"),
+        ("yes,1,000", "yes1000"),
+        # periods: removed unless a digit follows
+        ("yes.", "yes"),
+        ("2.5", "2.5"),
+        ("st.louis", "stlouis"),
+        # number words to digits
+        ("two", "2"),
+        ("Ten", "10"),
+        ("none", "0"),
+        ("zero", "0"),
+        ("eleven", "eleven"),
+        ("two dogs", "2 dogs"),
+        # articles
+        ("a dog", "dog"),
+        ("an apple", "apple"),
+        ("The cat", "cat"),
+        ("theater", "theater"),
+        # contractions
+        ("dont", "don't"),
+        ("isnt", "isn't"),
+        ("I dont know", "i don't know"),
+        ("Im", "im"),  # the official map's "Im" key can never match lower-cased text
+    ],
+)
+def test_normalize_vqa_answer_official_rules(text, expected):
+    assert normalize_vqa_answer(text) == expected
+
+
+def test_normalize_vqa_answer_keeps_the_official_period_count_quirk():
+    # vqaEval.py passes re.UNICODE (32) where `count` goes: at most 32 periods are stripped.
+    assert normalize_vqa_answer("wow" + "." * 40) == "wow" + "." * 8
+
+
+# ---------------------------------------------------------------------------------------------------- calibration
+
+
+def _direct_ece(conf: np.ndarray, correct: np.ndarray, n_bins: int) -> float:
+    edges = np.linspace(0.0, 1.0, n_bins + 1, dtype=np.float64)
+    ece = 0.0
+    for i in range(n_bins):
+        in_bin = (conf > edges[i]) & (conf <= edges[i + 1])
+        if i == 0:
+            in_bin |= conf == 0.0
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - conf[in_bin].mean())
+    return float(ece)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("n_bins", [10, 15])
+def test_ece_matches_direct_numpy(seed, n_bins):
+    rng = np.random.default_rng(seed)
+    conf = rng.random(1000)
+    conf[:12] = [0.0, 1.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1 / 15, 2 / 15, 14 / 15, 0.6]  # on or near bin edges
+    correct = (rng.random(1000) < conf**1.5).astype(np.int64)
+    result = calibration(conf.tolist(), correct.tolist(), n_bins=n_bins)
+    assert result["ece"] == pytest.approx(_direct_ece(conf, correct.astype(np.float64), n_bins), rel=1e-12, abs=1e-15)
+    assert sum(b["count"] for b in result["bins"]) == len(conf)
+    assert result["brier"] == pytest.approx(float(np.mean((conf - correct) ** 2)), rel=1e-12)
+
+
+HAND_CONF = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+HAND_CORRECT = [0, 0, 1, 0, 1, 1]
+
+
+def test_calibration_hand_example():
+    result = calibration(HAND_CONF, HAND_CORRECT, n_bins=10)
+    # Each value sits on the upper edge of its bin, one per bin: gaps .1 .2 .7 .4 .5 .4.
+    assert result["ece"] == pytest.approx((0.1 + 0.2 + 0.7 + 0.4 + 0.5 + 0.4) / 6)
+    assert [b["count"] for b in result["bins"]] == [1, 1, 1, 1, 1, 1, 0, 0, 0, 0]
+    assert result["bins"][2] == {
+        "lower": pytest.approx(0.2),
+        "upper": pytest.approx(0.3),
+        "count": 1,
+        "confidence": 0.3,
+        "accuracy": 1.0,
+        "gap": pytest.approx(-0.7),
+    }
+    assert result["bins"][9] == {
+        "lower": pytest.approx(0.9),
+        "upper": 1.0,
+        "count": 0,
+        "confidence": None,
+        "accuracy": None,
+        "gap": None,
+    }
+    # Equal mass, 3 bins of 2: conf .15/.35/.55 against accuracy 0/.5/1.
+    assert result["brier"] == pytest.approx((0.01 + 0.04 + 0.49 + 0.16 + 0.25 + 0.16) / 6)
+    assert calibration(HAND_CONF, HAND_CORRECT, n_bins=3)["adaptive_ece"] == pytest.approx((0.15 + 0.15 + 0.45) / 3)
+
+
+def test_adaptive_ece_uneven_split_and_zero_confidence():
+    # 5 answers, 2 bins: sizes 3 and 2, larger first. conf 0 belongs to the first equal-width bin.
+    result = calibration([0.0, 0.2, 0.4, 0.8, 1.0], [0, 1, 0, 1, 1], n_bins=2)
+    assert result["adaptive_ece"] == pytest.approx(3 / 5 * abs(1 / 3 - 0.2) + 2 / 5 * abs(1.0 - 0.9))
+    assert [b["count"] for b in result["bins"]] == [3, 2]
+    assert result["ece"] == pytest.approx(result["adaptive_ece"])
+
+
+def test_calibration_validates_with_the_index():
+    with pytest.raises(ValueError, match=r"confidences\[2\]"):
+        calibration([0.1, 0.2, 1.5], [0, 1, 1])
+    with pytest.raises(ValueError, match=r"confidences\[0\]"):
+        calibration([float("nan")], [1])
+    with pytest.raises(ValueError, match=r"correct\[1\]"):
+        calibration([0.1, 0.2], [0, 2])
+    with pytest.raises(ValueError, match=r"2 confidences but 1"):
+        calibration([0.1, 0.2], [0])
+    with pytest.raises(ValueError, match="n_bins"):
+        calibration([0.1], [1], n_bins=0)
+    assert calibration([0.9, 0.1], [True, False])["brier"] == pytest.approx(0.01)
+
+
+# ---------------------------------------------------------------------------------------------------- coordinates
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"x": 0.42, "y": 0.77}',
+        'The event is at {"x": 0.42, "y": 0.77} in the image.',
+        "{'x': 0.42, 'y': 0.77}",
+        '{"y": 0.77, "label": "quake", "x": 0.42, "confidence": 0.9}',
+        '{"x": "0.42", "y": "0.77"}',
+        "(0.42, 0.77)",
+        "Located at (0.42,0.77).",
+        "x=0.42, y=0.77",
+        "x: 0.42 y: 0.77",
+        "X = 0.42; Y = 0.77.",
+        "x=4.2e-1, y=7.7E-1",
+    ],
+)
+def test_parse_coordinates_accepted_formats(text):
+    assert parse_coordinates(text) == pytest.approx((0.42, 0.77))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "somewhere in the middle",
+        "0.42, 0.77",
+        "[0.42, 0.77]",
+        '{"x": 0.42}',
+        '{"x": null, "y": 0.77}',
+        '{"x": NaN, "y": 0.77}',
+        "(nan, 0.77)",
+        "(inf, 0.77)",
+        "(1e999, 0.77)",
+        "max=0.42, y=0.77",
+        "x=0.42px, y=0.77",
+        "(0.42, 0.77, 0.9)",
+    ],
+)
+def test_parse_coordinates_rejections(text):
+    assert parse_coordinates(text) is None
+
+
+def test_parse_coordinates_non_strings_and_huge_inputs():
+    assert parse_coordinates(None) is None  # type: ignore[arg-type]
+    assert parse_coordinates("{" * 200_000) is None
+    assert parse_coordinates("(" + "9" * 200_000) is None
+    assert parse_coordinates("x=" * 100_000 + "x=0.5, y=0.25") == (0.5, 0.25)
+
+
+def _check_parse_result(result) -> None:
+    assert result is None or (
+        isinstance(result, tuple)
+        and len(result) == 2
+        and all(type(value) is float and math.isfinite(value) for value in result)
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_parse_coordinates_never_raises_on_any_text(text):
+    _check_parse_result(parse_coordinates(text))
+
+
+_PIECES = st.sampled_from(
+    ["(", ")", ",", ", ", "{", "}", '"x": ', "'y': ", "x=", "y=", "x:", " y: ", '"', "'", ".", "-"]
+)
+_NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(min_value=-(10**400), max_value=10**400).map(str),
+    st.sampled_from(["nan", "NaN", "inf", "-inf", "Infinity", "1e999", "1e-999", ".5", "5.", "1,5", "٣.٤", "０.５"]),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(_PIECES, _NUMBERS, st.text(max_size=3)), max_size=12).map("".join))
+def test_parse_coordinates_never_raises_on_text_around_numbers(text):
+    _check_parse_result(parse_coordinates(text))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["({x}, {y})", '{{"x": {x}, "y": {y}}}', "x={x}, y={y}", "answer: {{'y': '{y}', 'x': '{x}'}}"]),
+)
+def test_parse_coordinates_reads_back_any_finite_pair(x, y, template):
+    assert parse_coordinates(template.format(x=repr(x), y=repr(y))) == (x, y)
+
+
+def test_coordinate_error_and_metrics_hand_example():
+    assert coordinate_error("(0.3, 0.4)", (0.0, 0.0)) == pytest.approx(0.5)
+    assert coordinate_error("no idea", {"x": 0.1, "y": 0.1}) is None
+    predictions = ["(0.5, 0.5)", '{"x": 0.55, "y": 0.5}', "x=0.9, y=0.9", "I cannot tell"]
+    references = [(0.5, 0.5), {"x": 0.5, "y": 0.5}, [0.5, 0.5], (0.1, 0.1)]
+    result = coordinate_metrics(predictions, references)
+    far = math.hypot(0.4, 0.4)
+    assert result == {
+        "parse_rate": 0.75,
+        "accuracy": 0.5,  # 2 hits out of ALL 4 items
+        "mean_error": pytest.approx((0.0 + 0.05 + far) / 3),
+        "median_error": pytest.approx(0.05),
+    }
+    assert coordinate_metrics(predictions, references, tolerance=0.6)["accuracy"] == 0.75
+    # A point exactly `tolerance` away is a hit, whatever the float rounding.
+    assert coordinate_metrics(["(0.8, 0.5)"], [(0.7, 0.5)])["accuracy"] == 1.0
+
+
+def test_coordinate_metrics_nothing_parsed_and_validation():
+    assert coordinate_metrics(["?", "??"], [(0.1, 0.1), (0.2, 0.2)]) == {
+        "parse_rate": 0.0,
+        "accuracy": 0.0,
+        "mean_error": None,
+        "median_error": None,
+    }
+    with pytest.raises(ValueError, match=r"1 predictions but 2"):
+        coordinate_metrics(["?"], [(0.1, 0.1), (0.2, 0.2)])
+    with pytest.raises(ValueError, match=r"references\[1\]"):
+        coordinate_metrics(["?", "?"], [(0.1, 0.1), {"x": 0.2}])
+
+
+# -------------------------------------------------------------------------------------------------- descriptions
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "There are 3 traces. The P wave arrives at 1.2 s and the S wave at 3.4 s.",
+            {"num_traces": 3, "p_arrival_s": 1.2, "s_arrival_s": 3.4},
+        ),
+        (
+            "Three traces; P arrival at 1.20 s, S arrival at 2.5 seconds. High amplitude, low-frequency content.",
+            {
+                "num_traces": 3,
+                "p_arrival_s": 1.2,
+                "s_arrival_s": 2.5,
+                "amplitude_class": "high",
+                "frequency_class": "low",
+            },
+        ),
+        ("P at 1.2s, S at 3.4s", {"p_arrival_s": 1.2, "s_arrival_s": 3.4}),
+        (
+            "p WAVE ARRIVES AT 0.8 S. MEDIUM AMPLITUDE, HIGH FREQUENCY.",
+            {"p_arrival_s": 0.8, "amplitude_class": "medium", "frequency_class": "high"},
+        ),
+        ("The P-wave onset is at 1200 ms; amplitude is moderate.", {"p_arrival_s": 1.2, "amplitude_class": "medium"}),
+        # An S-P time is no arrival; "5 s" after a number is a unit, not an S phase.
+        ("The S-P time is 2.2 s.", {}),
+        ("P at 1.2 s and the shaking lasts 5 s", {"p_arrival_s": 1.2}),
+        ("The P wave is emergent and the S wave arrives at 3.4 s", {"s_arrival_s": 3.4}),
+        ("A single trace with high-frequency energy", {"num_traces": 1, "frequency_class": "high"}),
+        ("No event visible.", {}),
+        ("", {}),
+    ],
+)
+def test_extract_facts(text, expected):
+    assert extract_facts(text) == expected
+
+
+def test_extract_facts_never_raises():
+    assert extract_facts(None) == {}  # type: ignore[arg-type]
+    assert extract_facts("P at " + "9" * 5000 + " s") == {}  # past float's range: not a time
+    assert extract_facts("P wave " * 50_000) == {}
+
+
+def test_fact_score():
+    facts = {"num_traces": 3, "p_arrival_s": 1.2, "s_arrival_s": 3.4, "amplitude_class": "high"}
+    text = "3 traces; P wave arrives at 1.4 s, S wave at 3.8 s; low amplitude."
+    assert fact_score(text, facts) == pytest.approx(2 / 4)  # traces, P within 0.25 s; S 0.4 s off; amplitude wrong
+    assert fact_score(text, facts, time_tolerance=0.5) == pytest.approx(3 / 4)
+    assert fact_score("P at 1.45 s", {"p_arrival_s": 1.2}) == 1.0  # exactly at the tolerance
+    assert fact_score("nothing useful", facts) == 0.0
+    assert fact_score("High amplitude.", {"amplitude_class": "High", "frequency_class": None}) == 1.0
+    with pytest.raises(ValueError, match="no facts"):
+        fact_score("3 traces", {})
+    with pytest.raises(ValueError, match="unknown keys"):
+        fact_score("3 traces", {"traces": 3})
+
+
+def test_description_scores():
+    text = "The P wave arrives at 1.2 s and the S wave arrives at 3.4 s on all three traces."
+    other = "Two traces show a weak low-frequency signal with no clear arrivals."
+    identical = description_scores([text, other], [text, other])
+    assert identical == {"bleu": pytest.approx(100.0), "rouge_l": pytest.approx(1.0)}  # sacrebleu: 100.00000000000004
+    facts = [{"num_traces": 3, "p_arrival_s": 1.25}, {"num_traces": 2, "frequency_class": "high"}]
+    scored = description_scores([text, other], [other, text], facts=facts)
+    assert scored["bleu"] < 20 and scored["rouge_l"] < 0.5
+    assert scored["fact_score"] == pytest.approx((1.0 + 0.5) / 2)
+    with pytest.raises(ValueError, match=r"2 predictions but 1"):
+        description_scores([text, other], [text])
+    with pytest.raises(ValueError, match=r"facts\[1\]"):
+        description_scores([text, other], [text, other], facts=[{"num_traces": 3}, {}])
+
+
+# ------------------------------------------------------------------------------------------ shipped evaluate modules
+
+MODULE_CASES = {
+    "vqa_accuracy": (
+        {"predictions": ["Two", "yes", "a red car"], "references": [["2"] * 3 + ["3"] * 7, ["no"], ["red car"]]},
+        lambda kw: vqa_accuracy(kw["predictions"], kw["references"]),
+    ),
+    "description": (
+        {
+            "predictions": ["3 traces, P at 1.2 s, high amplitude", "two traces, low frequency"],
+            "references": ["Three traces; the P wave arrives at 1.25 s.", "Two traces with low-frequency content."],
+            "facts": [{"num_traces": 3, "p_arrival_s": 1.25, "amplitude_class": "low"}, {"frequency_class": "low"}],
+            "time_tolerance": 0.1,
+        },
+        lambda kw: description_scores(**kw),
+    ),
+    "coordinates": (
+        {
+            "predictions": ['{"x": 0.4, "y": 0.8}', "no idea", "(0.11, 0.2)"],
+            "references": [[0.42, 0.77], {"x": 0.1, "y": 0.1}, (0.1, 0.1)],
+            "tolerance": 0.05,
+        },
+        lambda kw: coordinate_metrics(kw["predictions"], kw["references"], tolerance=kw["tolerance"]),
+    ),
+    "calibration": (
+        {"predictions": [0.95, 0.6, 0.3, 0.81, 0.0], "references": [1, 0, 0, 1, 0], "n_bins": 10},
+        lambda kw: calibration(kw["predictions"], kw["references"], n_bins=kw["n_bins"]),
+    ),
+}
+
+
+def test_module_names():
+    assert tuple(MODULE_CASES) == metrics.NAMES
+    with pytest.raises(ValueError, match="vqa_accuracy"):
+        metrics.path("accuracy")
+
+
+@pytest.mark.parametrize("name", list(MODULE_CASES))
+def test_evaluate_module_loads_offline_and_matches_the_function(name):
+    module = evaluate.load(metrics.path(name), keep_in_memory=True)
+    assert module.description.strip() and module.features is not None
+    kwargs, direct = MODULE_CASES[name]
+    assert module.compute(**kwargs) == direct(kwargs)
