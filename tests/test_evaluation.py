@@ -144,3 +144,53 @@ def test_every_task_evaluates_end_to_end(built, tmp_path, name):
     result = evaluate_rows(model, processor, rows, task, batch_size=4, max_new_tokens=6, progress=False)
     assert len(result.records) == 6 and result.metrics["n"] == 6
     assert set(result.metrics) >= {"mean_score", "by_question_type", "calibration"}
+
+
+def test_read_predictions_checks_every_line(trained, tmp_path):
+    from llava_swap.evaluation import read_predictions
+
+    out, _ = trained
+    records = read_predictions(out / "eval" / "predictions.jsonl")
+    assert len(records) == 24
+    broken = tmp_path / "predictions.jsonl"
+    lines = (out / "eval" / "predictions.jsonl").read_text().splitlines()
+    damaged = json.loads(lines[2])
+    del damaged["score"]
+    broken.write_text("\n".join([lines[0], lines[1], json.dumps(damaged)]) + "\n")
+    with pytest.raises(
+        ValueError, match=r"predictions.jsonl, line 3 \(id 'vqa_scene-test-00002'\): missing field\(s\) \['score'\]"
+    ):
+        read_predictions(broken)
+    broken.write_text(lines[0] + "\n{not json\n")
+    with pytest.raises(ValueError, match="line 2: not JSON"):
+        read_predictions(broken)
+
+
+def test_cli_data_generate(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "data",
+                "generate",
+                "--task",
+                "seismic_coordinates",
+                "--out",
+                str(tmp_path),
+                "--n",
+                "20",
+                "--image-size",
+                "32",
+            ]
+        )
+        == 0
+    )
+    assert "wrote seismic_coordinates" in capsys.readouterr().out
+    assert {p.name for p in tmp_path.glob("*.json")} == {
+        "train.json",
+        "val.json",
+        "test.json",
+        "pretrain.json",
+        "task.json",
+    }
+    assert len(json.loads((tmp_path / "train.json").read_text())) == 20
+    assert len(get_task("seismic_coordinates").load(tmp_path).records) == 2  # n / 10

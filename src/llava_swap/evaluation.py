@@ -231,6 +231,43 @@ def evaluate_model(
     return result
 
 
+PREDICTION_FIELDS = (
+    "id",
+    "question_type",
+    "prompt",
+    "prediction",
+    "references",
+    "parsed",
+    "score",
+    "correct",
+    "confidence",
+    "mean_logprob",
+)
+
+
+def read_predictions(path: str | Path) -> list[dict[str, Any]]:
+    """Reads a `predictions.jsonl`, checking every line is a record with all the fields analyses rely on."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run `llava-swap evaluate` to write it.")
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}, line {number}: not JSON ({error.msg}); the file is damaged.") from None
+        missing = [name for name in PREDICTION_FIELDS if name not in record]
+        if not isinstance(record, dict) or missing:
+            raise ValueError(
+                f"{path}, line {number} (id {record.get('id') if isinstance(record, dict) else None!r}): missing "
+                f"field(s) {missing}; re-run `llava-swap evaluate` to rewrite the file."
+            )
+        records.append(record)
+    return records
+
+
 def exact_match_accuracy(model, processor, rows: list[dict], batch_size: int = 16) -> dict[str, float]:
     """`{"accuracy": ..., "n": ...}`: share of rows whose normalised answer equals the normalised reference."""
     result = evaluate_rows(model, processor, rows, batch_size=batch_size)
@@ -246,6 +283,7 @@ __all__ = [
     "generate_answers",
     "normalize_answer",
     "prompt_messages",
+    "read_predictions",
     "reference_answer",
     "write_results",
 ]
