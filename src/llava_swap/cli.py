@@ -143,6 +143,24 @@ def generate_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def study(args: argparse.Namespace) -> int:
+    from .study import StudyConfig, default_study, run_study
+
+    config = StudyConfig.from_yaml(args.config) if args.config else default_study()
+    out = args.out or config.output_dir
+    status = run_study(config, out)
+    print("variants: " + ", ".join(f"{name} {state}" for name, state in status.items()))
+    print(f"report: {Path(out) / 'report.md'} (numbers in results.json, plots in plots/)")
+    return 0
+
+
+def analyze(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    print(f"report: {build_report(args.study)} (rebuilt from stored records)")
+    return 0
+
+
 def export(args: argparse.Namespace) -> int:
     from . import LlavaSwapForCausalLM, LlavaSwapProcessor, export_hf_llava
 
@@ -194,6 +212,15 @@ def make_parser() -> argparse.ArgumentParser:
     generate_parser.add_argument("--seed", type=int, default=0)
     generate_parser.add_argument("--image-size", type=int, default=64)
     generate_parser.set_defaults(func=generate_data)
+
+    study_parser = commands.add_parser("study", help="train and compare several backbones under one manifest")
+    study_parser.add_argument("--config", default=None, help="study manifest YAML; default: tiny LLaMA-1/2/3")
+    study_parser.add_argument("--out", default=None, help="study folder (default: the manifest's, outputs/study)")
+    study_parser.set_defaults(func=study)
+
+    analyze_parser = commands.add_parser("analyze", help="rebuild a study's report from its stored records")
+    analyze_parser.add_argument("--study", required=True, help="the study folder")
+    analyze_parser.set_defaults(func=analyze)
 
     export_parser = commands.add_parser("export", help="convert a saved model to transformers' native llava format")
     export_parser.add_argument("--model", required=True, help="directory of a saved llava-swap model")

@@ -117,6 +117,32 @@ def generate_answers(
     return results
 
 
+@torch.no_grad()
+def answer_probabilities(model, processor, rows: list[dict], batch_size: int = 16) -> list[float]:
+    """Per row, the probability the model gives the reference answer (teacher-forced): the geometric mean of its
+    tokens' probabilities, end-of-turn token included, so answers of different lengths compare (LLaVA-Gemma's
+    "probability of the correct answer")."""
+    from .collator import IGNORE_INDEX, LlavaSwapCollator
+
+    collate = LlavaSwapCollator(processor)
+    was_training = model.training
+    model.eval()
+    probabilities: list[float] = []
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = collate(rows[start : start + batch_size])
+            labels = batch.pop("labels").to(model.device)
+            logits = model(**{k: v.to(model.device) for k, v in batch.items()}).logits.float()
+            targets = labels[:, 1:]  # position t predicts token t + 1
+            logprobs = logits[:, :-1].log_softmax(-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            supervised = targets != IGNORE_INDEX
+            mean = (logprobs * supervised).sum(1) / supervised.sum(1).clamp(min=1)
+            probabilities += mean.exp().tolist()
+    finally:
+        model.train(was_training)
+    return probabilities
+
+
 @dataclass
 class EvaluationResult:
     """Per-instance records and the metrics computed from them."""
@@ -276,6 +302,7 @@ def exact_match_accuracy(model, processor, rows: list[dict], batch_size: int = 1
 
 __all__ = [
     "EvaluationResult",
+    "answer_probabilities",
     "Generation",
     "evaluate_model",
     "evaluate_rows",

@@ -1,0 +1,1 @@
+"""Analyses of a controlled backbone study: agreement, calibration, representations, relevancy, ablations."""

@@ -1,0 +1,355 @@
+"""The study report: every analysis computed from stored records alone, as `results.json`, `report.md` and plots.
+
+Inputs are what `study.run_study` stored per variant and task (`predictions.jsonl`, pooled hidden states, relevancy
+maps); nothing is retrained or regenerated, so `llava-swap analyze --study DIR` rebuilds the same report any time.
+Every headline number carries a bootstrap 95% interval, and so does every difference between variants.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .analysis.ablation import ablation_effects
+from .analysis.agreement import agreement_report
+from .analysis.representations import cka_matrix, linear_cka
+from .analysis.stats import bootstrap_ci, paired_bootstrap_diff
+from .evaluation import read_predictions
+from .metrics import calibration
+
+
+def _load(study_dir: Path) -> tuple[dict, dict[str, dict[str, list[dict]]]]:
+    manifest = json.loads((study_dir / "manifest.json").read_text())
+    records: dict[str, dict[str, list[dict]]] = {}
+    for task in manifest["tasks"]:
+        records[task] = {}
+        for variant in manifest["variants"]:
+            path = study_dir / "variants" / variant["name"] / "eval" / task / "predictions.jsonl"
+            if not path.exists():
+                raise FileNotFoundError(f"{path} is missing: run the study (llava-swap study) before analysing it.")
+            records[task][variant["name"]] = read_predictions(path)
+    return manifest, records
+
+
+def _layers(path: Path) -> list[np.ndarray]:
+    with np.load(path) as stored:
+        return [stored[f"arr_{index}"] for index in range(len(stored.files))]
+
+
+def analyse(study_dir: str | Path) -> dict[str, Any]:
+    """All analyses of a finished study, as one JSON-serialisable dict (what results.json holds)."""
+    study_dir = Path(study_dir)
+    manifest, records = _load(study_dir)
+    variants = [variant["name"] for variant in manifest["variants"]]
+    results: dict[str, Any] = {"manifest": manifest, "tasks": {}}
+    for task, by_variant in records.items():
+        metrics = {
+            name: json.loads((study_dir / "variants" / name / "eval" / task / "metrics.json").read_text())["metrics"]
+            for name in variants
+        }
+        scores = {name: [r["score"] for r in by_variant[name]] for name in variants}
+        task_result: dict[str, Any] = {
+            "metrics": metrics,
+            "score": {name: bootstrap_ci(scores[name], seed=manifest["seed"]) for name in variants},
+            "differences": {
+                f"{a} - {b}": paired_bootstrap_diff(scores[a], scores[b], seed=manifest["seed"])
+                for a, b in itertools.combinations(variants, 2)
+            },
+            "agreement": agreement_report(by_variant),
+            "calibration": {
+                name: calibration([r["confidence"] for r in by_variant[name]], [r["correct"] for r in by_variant[name]])
+                for name in variants
+            },
+            "representations": _representations(study_dir, task, variants),
+            "relevancy": _relevancy(study_dir, task, variants),
+        }
+        if task == "seismic_coordinates":
+            task_result["parse_rate"] = {
+                name: bootstrap_ci([float(r["parsed"] is not None) for r in by_variant[name]], seed=manifest["seed"])
+                for name in variants
+            }
+        results["tasks"][task] = task_result
+    if manifest.get("ablations"):
+        probabilities = {
+            name: {task: [r["prob_correct"] for r in records[task][name]] for task in records} for name in variants
+        }
+        results["ablations"] = ablation_effects(
+            probabilities, manifest["baseline"], manifest["ablations"], seed=manifest["seed"]
+        )
+    return results
+
+
+def _representations(study_dir: Path, task: str, variants: list[str]) -> dict[str, Any]:
+    layers = {name: _layers(study_dir / "variants" / name / "eval" / task / "hidden_states.npz") for name in variants}
+    perturbed = {
+        name: _layers(study_dir / "variants" / name / "eval" / task / "hidden_states_perturbed.npz")
+        for name in variants
+    }
+    return {
+        "within": {name: cka_matrix(layers[name], layers[name]) for name in variants},
+        "between": {f"{a} vs {b}": cka_matrix(layers[a], layers[b]) for a, b in itertools.combinations(variants, 2)},
+        "stability": {
+            name: [linear_cka(x, y) for x, y in zip(layers[name], perturbed[name], strict=True)] for name in variants
+        },
+    }
+
+
+def _relevancy(study_dir: Path, task: str, variants: list[str]) -> dict[str, Any]:
+    out = {}
+    for name in variants:
+        maps = json.loads((study_dir / "variants" / name / "eval" / task / "relevancy.json").read_text())
+        shares = [item["image_share"] for item in maps]
+        out[name] = {"image_share": float(np.mean(shares)) if shares else None, "examples": len(maps)}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Plots
+
+
+def _plots(study_dir: Path, results: dict[str, Any]) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    folder = study_dir / "plots"
+    folder.mkdir(exist_ok=True)
+    tasks = list(results["tasks"])
+    variants = [v["name"] for v in results["manifest"]["variants"]]
+    files: dict[str, str] = {}
+
+    figure, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4), squeeze=False)
+    for axis, task in zip(axes[0], tasks, strict=True):
+        axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+        for name in variants:
+            bins = [b for b in results["tasks"][task]["calibration"][name]["bins"] if b["count"]]
+            ece = results["tasks"][task]["calibration"][name]["ece"]
+            axis.plot(
+                [b["confidence"] for b in bins],
+                [b["accuracy"] for b in bins],
+                marker="o",
+                label=f"{name} (ECE {ece:.3f})",
+            )
+        axis.set(
+            title=f"Reliability: {task}",
+            xlabel="confidence (first answer token)",
+            ylabel="accuracy",
+            xlim=(0, 1),
+            ylim=(0, 1),
+        )
+        axis.legend(fontsize=8)
+    files["reliability"] = _save(figure, folder / "reliability.png")
+
+    figure, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4), squeeze=False)
+    for axis, task in zip(axes[0], tasks, strict=True):
+        upset = results["tasks"][task]["agreement"]["upset"]
+        labels = sorted(upset, key=lambda key: (-upset[key], key))
+        axis.bar(range(len(labels)), [upset[label] for label in labels], color="tab:blue")
+        axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
+        axis.set(title=f"Who solves which items: {task}", ylabel="items solved by exactly this set")
+    files["agreement"] = _save(figure, folder / "agreement.png")
+
+    pairs = list(results["tasks"][tasks[0]]["representations"]["between"])
+    figure, axes = plt.subplots(len(tasks), len(pairs), figsize=(3.6 * len(pairs), 3.2 * len(tasks)), squeeze=False)
+    for row, task in enumerate(tasks):
+        for column, pair in enumerate(pairs):
+            matrix = np.array(results["tasks"][task]["representations"]["between"][pair])
+            image = axes[row][column].imshow(matrix, vmin=0, vmax=1, cmap="viridis", origin="lower")
+            a, b = pair.split(" vs ")
+            axes[row][column].set(title=f"{task}\nCKA {pair}", xlabel=f"{b} layer", ylabel=f"{a} layer")
+            axes[row][column].set_xticks(range(matrix.shape[1]))  # layer 0 = the embeddings
+            axes[row][column].set_yticks(range(matrix.shape[0]))
+            figure.colorbar(image, ax=axes[row][column], fraction=0.046)
+    files["cka"] = _save(figure, folder / "cka.png")
+
+    files["relevancy"] = _relevancy_plot(plt, study_dir, results, folder)
+    if "ablations" in results:
+        figure, axis = plt.subplots(figsize=(7, 4))
+        factors = list(results["ablations"])
+        width = 0.8 / max(len(tasks), 1)
+        for index, task in enumerate(tasks):
+            effects = [results["ablations"][factor][task] for factor in factors]
+            positions = np.arange(len(factors)) + index * width
+            axis.bar(positions, [e["estimate"] for e in effects], width, label=task)
+            axis.errorbar(
+                positions,
+                [e["estimate"] for e in effects],
+                yerr=[[e["estimate"] - e["low"] for e in effects], [e["high"] - e["estimate"] for e in effects]],
+                fmt="none",
+                color="black",
+                capsize=3,
+            )
+        axis.axhline(0, color="grey", linewidth=1)
+        axis.set_xticks(np.arange(len(factors)) + width * (len(tasks) - 1) / 2, factors)
+        axis.set(title="Ablation effects vs the baseline (95% bootstrap CI)", ylabel="change in P(correct answer)")
+        axis.legend(fontsize=8)
+        files["ablations"] = _save(figure, folder / "ablations.png")
+    return files
+
+
+def _relevancy_plot(plt, study_dir: Path, results: dict[str, Any], folder: Path) -> str:
+    from PIL import Image
+
+    task = next(iter(results["tasks"]))
+    variants = [v["name"] for v in results["manifest"]["variants"]]
+    examples = [
+        json.loads((study_dir / "variants" / name / "eval" / task / "relevancy.json").read_text()) for name in variants
+    ]
+    count = max(1, min(len(items) for items in examples))
+    figure, axes = plt.subplots(len(variants), count, figsize=(2.6 * count, 2.6 * len(variants)), squeeze=False)
+    for row, (name, items) in enumerate(zip(variants, examples, strict=True)):
+        for column in range(count):
+            axis = axes[row][column]
+            axis.axis("off")
+            if column >= len(items) or items[column]["image_map"] is None:
+                continue
+            item = items[column]
+            picture = Image.open(item["image"]).convert("RGB")
+            heat = np.array(item["image_map"])
+            axis.imshow(picture)
+            axis.imshow(
+                heat, cmap="jet", alpha=0.45, extent=(0, picture.width, picture.height, 0), interpolation="bilinear"
+            )
+            axis.set_title(f"{name}: image share {item['image_share']:.0%}", fontsize=8)
+    figure.suptitle(f"Relevancy of the first answer token on the image ({task})")
+    return _save(figure, folder / "relevancy.png")
+
+
+def _save(figure, path: Path) -> str:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return str(path.name)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Report
+
+
+def _interval(value: dict) -> str:
+    return f"{value['estimate']:.3f} [{value['low']:.3f}, {value['high']:.3f}]"
+
+
+def build_report(study_dir: str | Path) -> Path:
+    """Writes results.json, report.md and plots/*.png into the study folder, from its stored records."""
+    study_dir = Path(study_dir)
+    results = analyse(study_dir)
+    plots = _plots(study_dir, results)
+    results["plots"] = plots
+    (study_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    manifest = results["manifest"]
+    variants = [v["name"] for v in manifest["variants"]]
+    lines = [
+        f"# Study report: {manifest['name']}",
+        "",
+        "## Manifest",
+        "",
+        f"Vision encoder `{manifest['vision_model']}`; seed {manifest['seed']}; tasks {', '.join(manifest['tasks'])}; "
+        f"{manifest['train_per_task']} training and {manifest['test_per_task']} test items per task; budget "
+        f"{manifest['pretrain_examples']} pretraining and {manifest['finetune_examples']} finetuning examples per variant "
+        "(the same images, answers and order for every variant).",
+        "",
+        "| variant | language model | vision encoder | connector pretraining |",
+        "|---|---|---|---|",
+    ]
+    for variant in manifest["variants"]:
+        lines.append(
+            f"| {variant['name']} | `{variant['language_model']}` | `{variant['vision_model'] or manifest['vision_model']}` "
+            f"| {'yes' if variant['pretrain'] else 'no'} |"
+        )
+    for task, result in results["tasks"].items():
+        lines += ["", f"## Results: {task}", "", "| variant | mean score [95% CI] | task metrics |", "|---|---|---|"]
+        for name in variants:
+            shown = {k: v for k, v in result["metrics"][name].items() if isinstance(v, float)}
+            lines.append(
+                f"| {name} | {_interval(result['score'][name])} | "
+                + ", ".join(f"{k} {v:.3f}" for k, v in shown.items())
+                + " |"
+            )
+        lines += ["", "Differences in mean score (paired bootstrap, 95% CI, two-sided p):", ""]
+        for pair, diff in result["differences"].items():
+            lines.append(f"- {pair}: {_interval(diff)}, p = {diff['p_value']:.3f}")
+    lines += ["", "## Instance-level agreement", ""]
+    lines.append("Do newer backbones solve more of the same items, or different ones? Per pair of variants:")
+    lines.append("")
+    lines += [
+        "| task | pair | both | only A | only B | neither | phi | kappa | McNemar p |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for task, result in results["tasks"].items():
+        for pair, stats in result["agreement"]["pairs"].items():
+            phi = "n/a" if stats["phi"] is None else f"{stats['phi']:.3f}"
+            kappa = "n/a" if stats["kappa"] is None else f"{stats['kappa']:.3f}"
+            lines.append(
+                f"| {task} | {pair} | {stats['both']} | {stats['only_a']} | {stats['only_b']} | {stats['neither']} "
+                f"| {phi} | {kappa} | {stats['mcnemar_p']:.3f} |"
+            )
+    lines += ["", f"![agreement](plots/{plots['agreement']})", "", "## Calibration", ""]
+    lines += ["| task | variant | ECE | adaptive ECE | Brier |", "|---|---|---|---|---|"]
+    for task, result in results["tasks"].items():
+        for name in variants:
+            c = result["calibration"][name]
+            lines.append(f"| {task} | {name} | {c['ece']:.3f} | {c['adaptive_ece']:.3f} | {c['brier']:.3f} |")
+    lines += ["", f"![reliability](plots/{plots['reliability']})", "", "## Internal representations", ""]
+    lines.append(
+        "Linear CKA (float64) of the LLM's pooled hidden states on the same prompts, between backbones layer by layer; "
+        "stability is the CKA between the representations of the inputs and of the same inputs with slightly "
+        "perturbed images (1 = unchanged)."
+    )
+    lines += ["", "| task | variant | stability per layer |", "|---|---|---|"]
+    for task, result in results["tasks"].items():
+        for name in variants:
+            stability = result["representations"]["stability"][name]
+            lines.append(f"| {task} | {name} | {', '.join(f'{v:.3f}' for v in stability)} |")
+    lines += ["", f"![cka](plots/{plots['cka']})", "", "## Relevancy", ""]
+    lines.append(
+        "Share of the first answer token's relevance (Chefer et al. 2021) that lies on image tokens: does the model "
+        "look at the image?"
+    )
+    lines += ["", "| task | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+    for task, result in results["tasks"].items():
+        shares = [result["relevancy"][name]["image_share"] for name in variants]
+        lines.append(f"| {task} | " + " | ".join("n/a" if s is None else f"{s:.1%}" for s in shares) + " |")
+    lines += ["", f"![relevancy](plots/{plots['relevancy']})"]
+    if "seismic_coordinates" in results["tasks"]:
+        lines += ["", "## Structured output", "", "Share of coordinate answers that parse as coordinates:", ""]
+        for name, value in results["tasks"]["seismic_coordinates"]["parse_rate"].items():
+            lines.append(f"- {name}: {_interval(value)}")
+    if "ablations" in results:
+        lines += [
+            "",
+            "## Ablation effects",
+            "",
+            f"Change in the probability of the correct answer vs `{manifest['baseline']}`:",
+            "",
+        ]
+        for factor, by_task in results["ablations"].items():
+            for task, effect in by_task.items():
+                lines.append(f"- {factor} on {task}: {_interval(effect)}, p = {effect['p_value']:.3f}")
+        lines += ["", f"![ablations](plots/{plots['ablations']})"]
+    lines += ["", "## Findings", ""] + _findings(results, variants)
+    (study_dir / "report.md").write_text("\n".join(lines) + "\n")
+    return study_dir / "report.md"
+
+
+def _findings(results: dict[str, Any], variants: list[str]) -> list[str]:
+    """Each headline comparison stated in words, with its interval, and whether the interval excludes zero."""
+    findings = []
+    for task, result in results["tasks"].items():
+        best = max(variants, key=lambda name: result["score"][name]["estimate"])
+        findings.append(f"- {task}: the best variant is {best}, mean score {_interval(result['score'][best])}.")
+        for pair, diff in result["differences"].items():
+            clear = diff["low"] > 0 or diff["high"] < 0
+            verdict = "a clear difference" if clear else "no clear difference (the interval includes 0)"
+            findings.append(f"  - {pair}: {_interval(diff)}: {verdict}.")
+    return findings
+
+
+__all__ = ["analyse", "build_report"]

@@ -1,0 +1,290 @@
+"""The controlled study: train several backbones the same way, evaluate them on the same items, keep every record.
+
+A manifest (`StudyConfig`, YAML) fixes what must not vary: the vision encoder, the data, the recipe, the seed, the
+data order and the training budget, counted in examples so that backbones with different tokenizers see the same
+images and answers. It lists the variants (LLM backbones, and optionally ablations: no connector pretraining, another
+vision encoder, another LM size). For each variant the study trains both stages with `training.run_recipe`,
+evaluates every task's held-out items and stores per-instance records, answer probabilities, pooled hidden states
+and relevancy maps. A finished variant whose resolved recipe is unchanged is reused when the study runs again; a
+changed manifest entry retrains only that variant. `report.build_report` turns the stored records into
+`results.json`, `report.md` and plots.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .training import Recipe, default_recipe
+
+DEFAULT_TASKS = ("vqa_scene", "seismic_description", "seismic_coordinates")
+VARIANT_DONE = "variant.json"
+
+
+@dataclass
+class Variant:
+    name: str = field(metadata={"help": "Folder and label of the variant."})
+    language_model: str | None = field(default=None, metadata={"help": "LLM (Hub id, local dir or tiny:<family>)."})
+    vision_model: str | None = field(default=None, metadata={"help": "Override the study's vision encoder."})
+    pretrain: bool = field(default=True, metadata={"help": "False: the 'no connector pretraining' ablation."})
+
+
+@dataclass
+class StudyConfig:
+    name: str = "default-study"
+    output_dir: str = "outputs/study"
+    seed: int = 0
+    vision_model: str = "tiny:clip"
+    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
+    train_per_task: int = 400
+    test_per_task: int = 60
+    image_size: int = 32
+    pretrain_examples: int = 1200
+    finetune_examples: int = 3600
+    recipe: dict[str, Any] = field(default_factory=dict)  # overrides of the default recipe's stages (both stages)
+    variants: list[Variant] = field(default_factory=list)
+    baseline: str | None = None
+    ablations: dict[str, str] = field(default_factory=dict)  # factor -> the variant differing only in it
+    analysis_items: int = 32  # items per task for representations and relevancy
+    relevancy_examples: int = 3
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "study") -> StudyConfig:
+        values = dict(values)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown field(s) {unknown}; known: {sorted(known)}.")
+        variants = []
+        for index, variant in enumerate(values.pop("variants", []) or []):
+            extra = sorted(set(variant) - {f.name for f in dataclasses.fields(Variant)})
+            if extra or "name" not in variant:
+                raise ValueError(f"{source}: variants[{index}]: needs a name; unknown field(s) {extra}.")
+            variants.append(Variant(**variant))
+        config = cls(**values, variants=variants)
+        config.validate(source)
+        return config
+
+    @classmethod
+    def from_yaml(cls, path) -> StudyConfig:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"Study manifest {path} does not exist; the shipped ones are in recipes/configs/.")
+        return cls.from_dict(yaml.safe_load(path.read_text()) or {}, str(path))
+
+    def validate(self, source: str = "study") -> None:
+        from .tasks import get_task
+
+        for task in self.tasks:
+            get_task(task)
+        names = [variant.name for variant in self.variants]
+        if len(names) < 2:
+            raise ValueError(f"{source}: a study compares at least two variants; got {names}.")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{source}: variant names must be unique; got {names}.")
+        for variant in self.variants:
+            if variant.language_model is None:
+                raise ValueError(f"{source}: variant {variant.name!r} names no language_model.")
+        for label, name in [("baseline", self.baseline), *self.ablations.items()]:
+            if name is not None and name not in names:
+                raise ValueError(f"{source}: {label} refers to {name!r}, which is not a variant ({names}).")
+        if self.ablations and self.baseline is None:
+            raise ValueError(f"{source}: ablations need a baseline variant to compare with.")
+
+
+def default_study() -> StudyConfig:
+    """Tiny LLaMA-1-, LLaMA-2- and LLaMA-3-style backbones with one tiny CLIP on the three synthetic tasks."""
+    return StudyConfig.from_dict(
+        {
+            "variants": [
+                {"name": "llama1", "language_model": "tiny:llama1"},
+                {"name": "llama2", "language_model": "tiny:llama2"},
+                {"name": "llama3", "language_model": "tiny:llama3"},
+            ],
+            "baseline": "llama3",
+        },
+        "default study",
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def variant_recipe(study: StudyConfig, variant: Variant, data: dict[str, Path], out: Path) -> Recipe:
+    """The training recipe of one variant: the same data, order, seed, budget and hyperparameters for every one."""
+    recipe = default_recipe().to_dict()
+    recipe.update(name=f"{study.name}/{variant.name}", output_dir=str(out / "variants" / variant.name), seed=study.seed)
+    recipe["report_to"] = []
+    recipe["model"].update(
+        language_model=variant.language_model, vision_model=variant.vision_model or study.vision_model
+    )
+    recipe["data"] = {
+        "train": str(data["train"]),
+        "pretrain": str(data["pretrain"]),
+        "image_root": str(Path(data["train"]).parent),
+        "task": None,
+        "on_bad_record": "error",
+    }
+    stages = copy.deepcopy(recipe["stages"])
+    for stage in stages:
+        stage.update(study.recipe)
+        examples = study.pretrain_examples if stage["stage"] == "pretrain" else study.finetune_examples
+        # The budget is examples, not epochs or tokens: every backbone sees the same images and answers.
+        stage["max_steps"] = math.ceil(examples / stage["per_device_train_batch_size"])
+        stage["save_steps"] = stage["max_steps"]
+    recipe["stages"] = stages if variant.pretrain else [s for s in stages if s["stage"] != "pretrain"]
+    return Recipe.from_dict(recipe, f"study variant {variant.name}")
+
+
+def fingerprint(recipe: Recipe, data: dict[str, Path]) -> str:
+    """Hash of a variant's resolved recipe and data files: when it changes, the variant is retrained.
+
+    Where the study lives is left out (output and data paths), so a moved or copied study is still reused.
+    """
+    settings = recipe.to_dict()
+    settings.pop("output_dir")
+    settings["data"] = {k: v for k, v in settings["data"].items() if k not in ("train", "pretrain", "image_root")}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for split in sorted(data):
+        digest.update(Path(data[split]).read_bytes())
+    return digest.hexdigest()
+
+
+def prepare_data(study: StudyConfig, out: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Generates every task's data once and merges the training splits: `(train/pretrain files, task folders)`."""
+    from .tasks import get_task
+
+    data_dir = out / "data"
+    folders, train, pretrain = {}, [], []
+    for task in study.tasks:
+        folder = data_dir / task
+        get_task(task).generate(
+            folder,
+            n_train=study.train_per_task,
+            n_val=1,
+            n_test=study.test_per_task,
+            seed=study.seed,
+            image_size=study.image_size,
+        )
+        folders[task] = folder
+        for name, bucket in (("train", train), ("pretrain", pretrain)):
+            for record in json.loads((folder / f"{name}.json").read_text()):
+                # Relative to the data folder, so the merged files (and the fingerprint) do not depend on where
+                # the study lives.
+                bucket.append({**record, "image": f"{task}/{record['image']}"})
+    merged = {}
+    for name, bucket in (("train", train), ("pretrain", pretrain)):
+        path = data_dir / f"{name}.json"
+        path.write_text(json.dumps(bucket, indent=1, sort_keys=True))
+        merged[name] = path
+    return merged, folders
+
+
+def run_study(study: StudyConfig, out_dir: str | None = None, analyze: bool = True) -> dict[str, Any]:
+    """Trains and evaluates every variant (reusing finished ones), then writes results.json and report.md."""
+    out = Path(out_dir or study.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").write_text(json.dumps(dataclasses.asdict(study), indent=2))
+    data, folders = prepare_data(study, out)
+    status = {}
+    for variant in study.variants:
+        recipe = variant_recipe(study, variant, data, out)
+        status[variant.name] = run_variant(study, variant, recipe, data, folders, out)
+    if analyze:
+        from .report import build_report
+
+        build_report(out)
+    return status
+
+
+def run_variant(study, variant: Variant, recipe: Recipe, data, folders, out: Path) -> str:
+    """Trains and evaluates one variant unless an identical finished run exists; returns 'reused' or 'trained'."""
+    from .training import run_recipe
+
+    variant_dir = Path(recipe.output_dir)
+    print_ = f"[study] {variant.name}"
+    key = fingerprint(recipe, data)
+    done = variant_dir / VARIANT_DONE
+    if done.exists() and json.loads(done.read_text()).get("fingerprint") == key:
+        print(f"{print_}: finished before with the same manifest entry: reused")
+        return "reused"
+    if variant_dir.exists():  # a changed entry or an interrupted run: start this variant afresh
+        shutil.rmtree(variant_dir)
+    print(f"{print_}: training {variant.language_model} + {variant.vision_model or study.vision_model}")
+    summary = run_recipe(recipe)
+    evaluate_variant(study, variant_dir, folders)
+    done.write_text(
+        json.dumps({"fingerprint": key, "variant": dataclasses.asdict(variant), "train": summary}, indent=2)
+    )
+    return "trained"
+
+
+def evaluate_variant(study: StudyConfig, variant_dir: Path, folders: dict[str, Path]) -> None:
+    """Per task: predictions.jsonl + metrics.json, answer probabilities; then representations and relevancy."""
+    import numpy as np
+    import torch
+
+    from . import LlavaSwapForCausalLM, LlavaSwapProcessor
+    from .analysis.relevancy import relevancy
+    from .analysis.representations import pooled_hidden_states
+    from .collator import with_images
+    from .evaluation import answer_probabilities, evaluate_rows, prompt_messages, write_results
+    from .tasks import get_task
+
+    model = LlavaSwapForCausalLM.from_pretrained(variant_dir)
+    processor = LlavaSwapProcessor.from_pretrained(variant_dir)
+    for task_name, folder in folders.items():
+        task = get_task(task_name)
+        rows = [record.to_row() for record in task.load(folder, "test").records]
+        result = evaluate_rows(model, processor, rows, task, batch_size=16, progress=False)
+        for record, probability in zip(result.records, answer_probabilities(model, processor, rows), strict=True):
+            record["prob_correct"] = probability
+        target = variant_dir / "eval" / task_name
+        write_results(result, target, extra={"task": task_name})
+
+        # Representations: the LM's pooled hidden states on the same prompts for every variant, and on the same
+        # prompts with slightly perturbed images (stability).
+        sample = rows[: study.analysis_items]
+        conversations = [with_images(prompt_messages(row), row["images"]) for row in sample]
+        inputs = processor.apply_chat_template(
+            conversations,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            processor_kwargs={"padding": True, "padding_side": "left"},
+        )
+        generator = torch.Generator().manual_seed(study.seed)
+        noisy = dict(inputs)
+        noisy["pixel_values"] = inputs["pixel_values"] + 0.05 * torch.randn(
+            inputs["pixel_values"].shape, generator=generator
+        )
+        layers = pooled_hidden_states(model, dict(inputs))
+        perturbed = pooled_hidden_states(model, noisy)
+        np.savez(target / "hidden_states.npz", *layers)
+        np.savez(target / "hidden_states_perturbed.npz", *perturbed)
+
+        maps = []
+        for row in rows[: study.relevancy_examples]:
+            single = processor.apply_chat_template(
+                with_images(prompt_messages(row), row["images"]),
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+            )
+            explained = relevancy(model, dict(single))
+            maps.append({"id": row["id"], "image": str(row["images"][0]), **explained})
+        (target / "relevancy.json").write_text(json.dumps(maps))
+
+
+__all__ = ["StudyConfig", "Variant", "default_study", "prepare_data", "run_study", "variant_recipe"]
