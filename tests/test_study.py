@@ -139,3 +139,36 @@ def test_relevancy_map_has_the_patch_grid_and_a_blind_model_ignores_the_image(bu
     )
     assert relevancy(model, blind)["image_share"] == pytest.approx(0.0, abs=1e-9)
     assert model.language_model.config._attn_implementation != "eager" or torch.__version__  # restored after use
+
+
+@pytest.mark.parametrize("name", ["study-back-to-the-barn", "study-llava-gemma"])
+def test_real_study_manifests_resolve(name, tmp_path):
+    from pathlib import Path
+
+    from llava_swap.study import variant_recipe
+
+    root = Path(__file__).resolve().parents[1] / "recipes" / "configs"
+    study = StudyConfig.from_yaml(root / f"{name}.yaml")
+    assert study.vision_model == "openai/clip-vit-large-patch14-336"
+    data = {"train": tmp_path / "train.json", "pretrain": tmp_path / "pretrain.json"}
+    for variant in study.variants:
+        recipe = variant_recipe(study, variant, data, tmp_path)
+        stages = {stage.stage: stage for stage in recipe.stages}
+        assert stages["finetune"].learning_rate == 2e-5 and stages["finetune"].global_batch_size == 128
+        assert ("pretrain" in stages) == variant.pretrain
+        if variant.pretrain:
+            assert stages["pretrain"].learning_rate == 1e-3 and stages["pretrain"].global_batch_size == 256
+        assert recipe.model.torch_dtype == "bfloat16"
+    if name == "study-llava-gemma":
+        assert set(study.ablations) == {"connector pretraining", "vision encoder", "LM size"}
+
+
+def test_budget_is_counted_in_examples(tmp_path):
+    from llava_swap.study import variant_recipe
+
+    study = StudyConfig.from_dict({**quick_study(tmp_path), "pretrain_examples": 100, "finetune_examples": 256})
+    study.recipe = {"per_device_train_batch_size": 8, "finetune": {"global_batch_size": 64}}
+    data = {"train": tmp_path / "t.json", "pretrain": tmp_path / "p.json"}
+    stages = {s.stage: s for s in variant_recipe(study, study.variants[0], data, tmp_path).stages}
+    assert stages["pretrain"].max_steps == 13  # ceil(100 / 8)
+    assert stages["finetune"].max_steps == 4  # 256 / 64

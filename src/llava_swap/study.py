@@ -50,7 +50,9 @@ class StudyConfig:
     image_size: int = 32
     pretrain_examples: int = 1200
     finetune_examples: int = 3600
-    recipe: dict[str, Any] = field(default_factory=dict)  # overrides of the default recipe's stages (both stages)
+    # Overrides of the default recipe's stage settings: common keys for both stages, or under `pretrain:` / `finetune:`.
+    recipe: dict[str, Any] = field(default_factory=dict)
+    torch_dtype: str | None = None
     variants: list[Variant] = field(default_factory=list)
     baseline: str | None = None
     ablations: dict[str, str] = field(default_factory=dict)  # factor -> the variant differing only in it
@@ -134,15 +136,29 @@ def variant_recipe(study: StudyConfig, variant: Variant, data: dict[str, Path], 
         "task": None,
         "on_bad_record": "error",
     }
+    recipe["model"]["torch_dtype"] = study.torch_dtype
     stages = copy.deepcopy(recipe["stages"])
+    common = {key: value for key, value in study.recipe.items() if key not in ("pretrain", "finetune")}
     for stage in stages:
-        stage.update(study.recipe)
+        stage.update(common)
+        stage.update(study.recipe.get(stage["stage"], {}))
         examples = study.pretrain_examples if stage["stage"] == "pretrain" else study.finetune_examples
         # The budget is examples, not epochs or tokens: every backbone sees the same images and answers.
-        stage["max_steps"] = math.ceil(examples / stage["per_device_train_batch_size"])
+        global_batch = stage.get("global_batch_size") or (
+            stage["per_device_train_batch_size"] * stage["gradient_accumulation_steps"] * _processes()
+        )
+        stage["max_steps"] = math.ceil(examples / global_batch)
         stage["save_steps"] = stage["max_steps"]
     recipe["stages"] = stages if variant.pretrain else [s for s in stages if s["stage"] != "pretrain"]
     return Recipe.from_dict(recipe, f"study variant {variant.name}")
+
+
+def _processes() -> int:
+    from accelerate import PartialState
+
+    from .training import no_accelerator
+
+    return PartialState(cpu=no_accelerator()).num_processes
 
 
 def fingerprint(recipe: Recipe, data: dict[str, Path]) -> str:
