@@ -43,7 +43,7 @@ def trained(tmp_path_factory):
         eval_steps_samples=8,
     )
     recipe["stages"][0].update(max_steps=2, per_device_train_batch_size=8)
-    recipe["stages"][1].update(max_steps=4, per_device_train_batch_size=8)
+    recipe["stages"][1].update(max_steps=4, per_device_train_batch_size=8, logging_steps=2)
     summary = run_recipe(Recipe.from_dict(recipe))
     return out, summary
 
@@ -53,6 +53,7 @@ def test_recipe_logs_task_metrics_during_training_and_writes_evaluations(trained
     history = summary["stages"]["stage2-finetune"]["eval_history"]
     assert [entry["step"] for entry in history] == [2, 4]
     assert {"eval_accuracy", "eval_ece", "eval_brier"} <= set(history[0])
+    assert all("loss" in entry for entry in history)  # the step's own loss log survives beside the task metrics
     for name in ("eval_before", "eval"):
         metrics = json.loads((out / name / "metrics.json").read_text())
         assert metrics["task"] == "vqa_scene" and metrics["metrics"]["n"] == 24

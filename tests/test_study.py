@@ -158,7 +158,7 @@ def test_real_study_manifests_resolve(name, tmp_path):
         assert ("pretrain" in stages) == variant.pretrain
         if variant.pretrain:
             assert stages["pretrain"].learning_rate == 1e-3 and stages["pretrain"].global_batch_size == 256
-        assert recipe.model.torch_dtype == "bfloat16"
+        assert recipe.model.torch_dtype is None  # fp32 master weights; bf16 comes from autocast (bf16: true)
     if name == "study-llava-gemma":
         assert set(study.ablations) == {"connector pretraining", "vision encoder", "LM size"}
 

@@ -307,7 +307,7 @@ def _compose(
     # One dtype for the whole model (the LLM's: e.g. a bf16 LLaMA with an fp32 CLIP becomes bf16 throughout), so
     # the saved config's dtype describes every tensor and a reload or native export reproduces the same logits.
     dtype = language.head.weight.dtype
-    model.model.vision_tower = vision.model.to(dtype)
+    model.model.vision_tower = vision.model.to(device=language.head.weight.device, dtype=dtype)
     model.model.language_model = language.body
     model.lm_head = language.head
     with torch.random.fork_rng(devices=[]):

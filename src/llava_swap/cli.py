@@ -82,8 +82,9 @@ def train(args: argparse.Namespace) -> int:
         return 0
     summary = run_recipe(recipe, resume_from_checkpoint=args.resume_from_checkpoint)
     before, after = summary.get("eval_before", {}), summary.get("eval", {})
-    if after:
-        print(f"accuracy before training {before.get('accuracy', 0):.1%} -> after {after['accuracy']:.1%}")
+    if after:  # the task's accuracy where it has one, else its mean per-item score
+        headline = "accuracy" if "accuracy" in after else "mean_score"
+        print(f"{headline} before training {before.get(headline, 0):.1%} -> after {after[headline]:.1%}")
     print(f"outputs in {summary['output_dir']}: the final model, TensorBoard logs (<stage>/runs), train_summary.json")
     return 0
 

@@ -119,9 +119,14 @@ class LlavaSwapCollator:
                 check_sample(row["id"], ids, mask, image_token_id, self.max_length, row.get("source", ""))
                 raise UnsupervisedSampleError(f"record {row['id']!r}: no supervised token in its batch row.")
             expected_images = len(row.get("images") or []) * self.processor.num_image_tokens
-            if int((batch["input_ids"][index] == image_token_id).sum()) != expected_images:
+            found = int((batch["input_ids"][index] == image_token_id).sum())
+            if found != expected_images:
                 ids, mask = self.processor.tokenize_conversation(row["messages"])
                 check_sample(row["id"], ids, mask, image_token_id, self.max_length, row.get("source", ""))
+                raise UnsupervisedSampleError(
+                    f"record {row['id']!r}: {len(row.get('images') or [])} image(s) but {found} image tokens in its "
+                    f"text ({self.processor.num_image_tokens} per image): one image part per image."
+                )
         batch["labels"] = labels
         return dict(batch)
 

@@ -245,6 +245,8 @@ def evaluate_model(
 
         processor = processor or AutoProcessor.from_pretrained(model)
         model_name, model = str(model), LlavaSwapForCausalLM.from_pretrained(model)
+        if torch.cuda.is_available():  # a saved model loads on CPU; generate on the GPU when there is one
+            model.to("cuda")
     else:
         model_name = getattr(model, "name_or_path", "") or type(model).__name__
         if processor is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 import typing
 from dataclasses import dataclass, field
@@ -300,6 +301,8 @@ def run_recipe(recipe: Recipe, resume_from_checkpoint: str | bool | None = None)
     eval_rows = rows.get("eval", [])[: recipe.data.eval_samples]
 
     summary: dict[str, Any] = {"recipe": recipe.to_dict(), "stages": {}, "skipped_records": _count(skipped)}
+    if not _quantized(model):
+        model.to(state.device)  # evaluate where training will run (the Trainer would move it there anyway)
     summary["eval_before"] = _evaluate(
         model, processor, eval_rows, recipe, state, "before training", out / "eval_before"
     )
@@ -312,30 +315,58 @@ def run_recipe(recipe: Recipe, resume_from_checkpoint: str | bool | None = None)
             summary["stages"][stage.name] = json.loads(done.read_text())
             print(f"[{stage.name}] already complete: loaded {done.parent}")
             continue
-        model, stage_summary = _run_stage(
+        model, stage_summary, trainer = _run_stage(
             model, processor, stage, rows[stage.data], recipe, out, resume_from_checkpoint, eval_rows
         )
         summary["stages"][stage.name] = stage_summary
-    summary["eval"] = _evaluate(model, processor, eval_rows, recipe, state, "after training", out / "eval")
+    final_model = model
+    if _sharded(state):  # FSDP / ZeRO-3: no rank holds whole weights; evaluate what was saved instead
+        from . import LlavaSwapForCausalLM
+
+        final_dir = out / recipe.stages[-1].name / "final"
+        final_model = (
+            LlavaSwapForCausalLM.from_pretrained(final_dir).to(state.device) if state.is_main_process else None
+        )
+    summary["eval"] = _evaluate(final_model, processor, eval_rows, recipe, state, "after training", out / "eval")
 
     runtime = time.perf_counter() - start
     stage_summaries = list(summary["stages"].values())
-    samples = sum(s["train_samples_seen"] for s in stage_summaries)
     train_time = sum(s["train_runtime"] for s in stage_summaries)
+    # Samples per second of what ran in this process's lifetime (a resumed run counts its own part only).
+    samples_here = sum(s["train_samples_per_second"] * s["train_runtime"] for s in stage_summaries)
     summary.update(
         train_runtime=train_time,
         total_runtime=runtime,
-        samples_per_second=samples / train_time if train_time else 0.0,
+        samples_per_second=samples_here / train_time if train_time else 0.0,
         final_loss=stage_summaries[-1]["final_loss"],
         trainable_parameters={name: s["trainable_parameters"] for name, s in summary["stages"].items()},
         output_dir=str(out),
     )
     if state.is_main_process:
-        model.save_pretrained(out)
-        processor.save_pretrained(out)
+        # The last stage's final weights, written by every rank together (gathered under FSDP / ZeRO-3).
+        final_dir = out / recipe.stages[-1].name / "final"
+        for item in final_dir.iterdir():
+            if item.is_file() and item.name != STAGE_DONE:
+                shutil.copy2(item, out / item.name)
         (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     state.wait_for_everyone()
     return summary
+
+
+def _sharded(state) -> bool:
+    """Whether parameters are partitioned across processes (FSDP, DeepSpeed ZeRO-3)."""
+    from accelerate.utils import DistributedType
+
+    if state.distributed_type == DistributedType.FSDP:
+        return True
+    if state.distributed_type == DistributedType.DEEPSPEED:
+        plugin = getattr(state, "deepspeed_plugin", None)
+        return plugin is not None and plugin.zero_stage == 3
+    return False
+
+
+def _quantized(model) -> bool:
+    return bool(getattr(model, "is_quantized", False) or getattr(model.language_model, "is_quantized", False))
 
 
 def no_accelerator() -> bool:
@@ -517,19 +548,32 @@ def _task_eval_callback(processor, rows, recipe: Recipe):
     subset = rows[: recipe.data.eval_steps_samples]
 
     class TaskEvaluation(TrainerCallback):
+        """Evaluates on rank 0 and adds the metrics to the Trainer's next log (never calls `trainer.log` itself:
+        that would replace the step's loss log, and in DDP leave the ranks' collectives out of step)."""
+
         trainer = None  # set once the trainer exists
+        pending: dict[str, float] = {}
 
         def on_step_end(self, args, state, control, **kwargs):
             if not subset or state.global_step % recipe.data.eval_steps or not state.is_world_process_zero:
                 return
             model = self.trainer.accelerator.unwrap_model(self.trainer.model)
             result = evaluate_rows(model, processor, subset, task, recipe.data.eval_batch_size, progress=False)
-            logged = {
+            self.pending = {
                 f"eval_{name}": value
                 for name, value in {**result.metrics, **result.metrics.get("calibration", {})}.items()
                 if isinstance(value, (int, float)) and value is not None
             }
-            self.trainer.log(logged)
+            control.should_log = True  # report at this step, with the loss
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            # Runs before the reporting callbacks (it is first in the list): TensorBoard sees the metrics, and the
+            # entry the Trainer just appended to its history gets them too.
+            if self.pending and logs is not None:
+                logs.update(self.pending)
+                if state.log_history and state.log_history[-1].get("step") == state.global_step:
+                    state.log_history[-1].update(self.pending)
+                self.pending = {}
 
     return TaskEvaluation()
 
@@ -627,44 +671,62 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
         processing_class=processor,
         callbacks=[_completion_callback()],
     )
-    if recipe.data.eval_steps and eval_rows:
+    if recipe.data.eval_steps and eval_rows and not _sharded(PartialState()):
         evaluation = _task_eval_callback(processor, list(eval_rows), recipe)
         evaluation.trainer = trainer
-        trainer.add_callback(evaluation)
+        trainer.callback_handler.callbacks.insert(0, evaluation)
     checkpoint = _resume_point(stage_dir, resume)
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    epoch_before = _checkpoint_state(checkpoint).get("epoch", 0.0)
+    if checkpoint and stage.max_steps > 0 and _checkpoint_state(checkpoint).get("global_step", 0) >= stage.max_steps:
+        # The stage had finished and was killed while writing final/: take the weights, do not train another step.
+        trainer._load_from_checkpoint(checkpoint)
+        trainer.state = trainer.state.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+        metrics, training_loss = {"train_runtime": 0.0}, None
+    else:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        metrics, training_loss = result.metrics, result.training_loss
     if stage.language_model in ("lora", "qlora"):
         model = model.merge_and_unload()
     model.requires_grad_(False)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    # Samples actually drawn: epochs (fractional) times the data, so a partial last batch is not over-counted.
+    seen_here = round((trainer.state.epoch - epoch_before) * len(rows))
+    runtime = metrics.get("train_runtime", 0.0)
     summary = {
         "stage": stage.stage,
         "language_model": stage.language_model,
-        "train_runtime": result.metrics.get("train_runtime", 0.0),
-        "train_samples_per_second": result.metrics.get("train_samples_per_second", 0.0),
-        "train_samples_seen": trainer.state.global_step
-        * stage.per_device_train_batch_size
-        * trainer.args.gradient_accumulation_steps
-        * trainer.args.world_size,
-        "final_loss": losses[-1] if losses else result.training_loss,
-        "train_loss": result.training_loss,
+        "train_runtime": runtime,
+        "train_samples_seen": round(trainer.state.epoch * len(rows)),
+        "train_samples_per_second": seen_here / runtime if runtime else 0.0,
+        "final_loss": losses[-1] if losses else training_loss,
+        "train_loss": training_loss,
         "global_step": trainer.state.global_step,
         "world_size": trainer.args.world_size,
         "trainable_parameters": counts,
         "resumed_from": checkpoint,
         "eval_history": [
-            {key: value for key, value in entry.items() if key.startswith("eval_") or key == "step"}
+            {key: value for key, value in entry.items() if key.startswith("eval_") or key in ("step", "loss")}
             for entry in trainer.state.log_history
             if any(key.startswith("eval_") for key in entry)
         ],
     }
+    final = stage_dir / "final"
+    if stage.language_model in ("lora", "qlora"):
+        if trainer.is_world_process_zero():
+            model.save_pretrained(final)
+    else:
+        trainer.save_model(str(final))  # every rank takes part: gathers FSDP / ZeRO-3 shards before writing
     if trainer.is_world_process_zero():
-        model.save_pretrained(stage_dir / "final")
-        processor.save_pretrained(stage_dir / "final")
+        processor.save_pretrained(final)
         # Written last: a stage whose final folder lacks it was interrupted while saving and will run again.
-        (stage_dir / "final" / STAGE_DONE).write_text(json.dumps(summary, indent=2, default=str))
+        (final / STAGE_DONE).write_text(json.dumps(summary, indent=2, default=str))
     trainer.accelerator.wait_for_everyone()
-    return model, summary
+    return model, summary, trainer
+
+
+def _checkpoint_state(checkpoint: str | None) -> dict:
+    path = Path(checkpoint) / "trainer_state.json" if checkpoint else None
+    return json.loads(path.read_text()) if path is not None and path.exists() else {}
 
 
 def _trainer_class():
@@ -681,7 +743,8 @@ def _trainer_class():
     class LlavaSwapSFTTrainer(SFTTrainer):
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
             target = self.accelerator.unwrap_model(model if model is not None else self.model)
-            if not isinstance(target, LlavaSwapForCausalLM):  # a PEFT model: adapter checkpoints load as usual
+            sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled  # their own checkpoint formats
+            if sharded or not isinstance(target, LlavaSwapForCausalLM):  # PEFT: adapter checkpoints load as usual
                 return super()._load_from_checkpoint(resume_from_checkpoint, model)
             saved = LlavaSwapForCausalLM.from_pretrained(resume_from_checkpoint, dtype=target.dtype)
             target.load_state_dict(saved.state_dict(), strict=True)
@@ -735,6 +798,8 @@ def _resume_point(stage_dir: Path, resume) -> str | None:
     if not resume:
         return None
     if isinstance(resume, str) and resume.lower() not in ("true", "1", "yes"):
+        if Path(resume).resolve().parent != stage_dir.resolve():
+            return None  # a checkpoint of another stage: this one starts from that stage's result
         if not (Path(resume) / CHECKPOINT_DONE).exists():
             raise ValueError(f"{resume} is not a completely written checkpoint (no {CHECKPOINT_DONE}); pass another.")
         return resume
