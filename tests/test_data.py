@@ -15,13 +15,13 @@ from llava_swap.data import (
     LoadedData,
     Record,
     SkippedRecord,
-    generate_vqa_scene,
     load_hf_dataset,
     load_llava_json,
     validate_record,
     write_llava_json,
 )
 from llava_swap.data.records import parts_to_text, text_to_parts
+from llava_swap.tasks.shapes import generate as generate_shapes
 
 
 def make_png(path, colour="red", size=(8, 8)):
@@ -487,18 +487,18 @@ def _digests(folder):
 
 
 def test_vqa_scene_is_deterministic(tmp_path):
-    first = generate_vqa_scene(tmp_path / "one", n_train=12, n_test=6, seed=3)
-    second = generate_vqa_scene(tmp_path / "two", n_train=12, n_test=6, seed=3)
+    first = generate_shapes(tmp_path / "one", n_train=12, n_test=6, seed=3)
+    second = generate_shapes(tmp_path / "two", n_train=12, n_test=6, seed=3)
     assert set(first) == {"train", "test", "pretrain"}
     assert second == {split: tmp_path / "two" / f"{split}.json" for split in first}
     assert _digests(tmp_path / "one") == _digests(tmp_path / "two")
     assert len(_digests(tmp_path / "one")) == 12 + 6 + 3
-    other = generate_vqa_scene(tmp_path / "three", n_train=12, n_test=6, seed=4)
+    other = generate_shapes(tmp_path / "three", n_train=12, n_test=6, seed=4)
     assert other["test"].read_bytes() != first["test"].read_bytes()
 
 
 def test_vqa_scene_splits(tmp_path):
-    paths = generate_vqa_scene(tmp_path, n_train=10, n_test=8, image_size=24)
+    paths = generate_shapes(tmp_path, n_train=10, n_test=8, image_size=24)
     train, test, pretrain = (load_llava_json(paths[split]).records for split in ("train", "test", "pretrain"))
     assert [len(train), len(test), len(pretrain)] == [10, 8, 10]
     assert (

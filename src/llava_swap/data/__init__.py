@@ -3,20 +3,18 @@
 Every source is normalised to one format, a `Record` (an id, its images, transformers-style chat messages with an
 `{"type": "image"}` part per image, the source it came from, and any extra keys in `meta`), and each record is
 validated before use. Bad records stop the load with an error naming the record, the file and the problem, or, with
-on_bad_record="skip", are listed in `LoadedData.skipped` and skipped_records.json. `generate_vqa_scene` writes a
-small offline task in LLaVA's format.
+on_bad_record="skip", are listed in `LoadedData.skipped` and skipped_records.json. (Task data
+generators live in `llava_swap.tasks`.)
 """
 
 from .llava_json import load_hf_dataset, load_llava_json, write_llava_json
 from .records import BadRecordError, LoadedData, Record, SkippedRecord, validate_record
-from .synthetic import generate_vqa_scene
 
 __all__ = [
     "BadRecordError",
     "LoadedData",
     "Record",
     "SkippedRecord",
-    "generate_vqa_scene",
     "load_hf_dataset",
     "load_llava_json",
     "validate_record",
