@@ -162,6 +162,21 @@ def analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def card(args: argparse.Namespace) -> int:
+    from .hub import write_card
+
+    print(f"wrote the model card {write_card(args.model, repo_id=args.repo)}")
+    return 0
+
+
+def push(args: argparse.Namespace) -> int:
+    from .hub import push as push_model
+
+    chosen = push_model(args.model, args.repo, format=args.format, private=args.private)
+    print(f"pushed {args.model} to {args.repo} in the {chosen} format, with its model card")
+    return 0
+
+
 def export(args: argparse.Namespace) -> int:
     from . import LlavaSwapForCausalLM, LlavaSwapProcessor, export_hf_llava
 
@@ -222,6 +237,23 @@ def make_parser() -> argparse.ArgumentParser:
     analyze_parser = commands.add_parser("analyze", help="rebuild a study's report from its stored records")
     analyze_parser.add_argument("--study", required=True, help="the study folder")
     analyze_parser.set_defaults(func=analyze)
+
+    card_parser = commands.add_parser("card", help="write a trained model's card (README.md) next to its weights")
+    card_parser.add_argument("--model", required=True, help="a trained output folder")
+    card_parser.add_argument("--repo", default=None, help="the Hub repo id the card's snippets should name")
+    card_parser.set_defaults(func=card)
+
+    push_parser = commands.add_parser("push", help="push a trained model and its card to the Hugging Face Hub")
+    push_parser.add_argument("--model", required=True, help="a trained output folder")
+    push_parser.add_argument("--repo", required=True, help="ORG/NAME")
+    push_parser.add_argument(
+        "--format",
+        choices=("native", "llava_swap"),
+        default=None,
+        help="default: native transformers llava when the model can be expressed in it, else llava_swap",
+    )
+    push_parser.add_argument("--private", action="store_true")
+    push_parser.set_defaults(func=push)
 
     export_parser = commands.add_parser("export", help="convert a saved model to transformers' native llava format")
     export_parser.add_argument("--model", required=True, help="directory of a saved llava-swap model")
