@@ -74,10 +74,14 @@ def check_sample(
 def check_rows(
     rows: Iterable[dict], processor: LlavaSwapProcessor, max_length: int | None
 ) -> list[tuple[dict, UnsupervisedSampleError]]:
-    """Tokenizes every row (without decoding images) and returns the rows that would fail, with their errors."""
+    """Tokenizes every row (without decoding images) and returns the rows that would fail, with their errors.
+
+    Each row also gets its token count under "length" (image tokens included), for length-grouped batching.
+    """
     failures = []
     for row in rows:
         ids, mask = processor.tokenize_conversation(row["messages"])
+        row["length"] = min(len(ids), max_length) if max_length is not None else len(ids)
         try:
             check_sample(row["id"], ids, mask, processor.image_token_id, max_length, row.get("source", ""))
         except UnsupervisedSampleError as error:
@@ -92,8 +96,14 @@ class LlavaSwapCollator:
     processor: LlavaSwapProcessor
     max_length: int | None = None
     pad_to_multiple_of: int | None = None
+    feature_cache: object | None = None  # a VisionFeatureCache: image features instead of pixels
+    # With the cache: the batch's samples as one sequence with per-sample position ids (no padding at all); the
+    # attention masks derived from the position ids keep samples apart, so the loss equals the padded batch's.
+    padding_free: bool = False
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        if self.feature_cache is not None:
+            return self._from_cache(rows)
         conversations = [with_images(row["messages"], row.get("images") or []) for row in rows]
         processor_kwargs = {
             "padding": True,
@@ -129,6 +139,43 @@ class LlavaSwapCollator:
                 )
         batch["labels"] = labels
         return dict(batch)
+
+    def _from_cache(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        """The same batch without touching pixels: tokens from the template, features from the cache."""
+        image_token_id = self.processor.image_token_id
+        sequences, masks = [], []
+        for row in rows:
+            ids, mask = self.processor.tokenize_conversation(row["messages"])
+            check_sample(row["id"], ids, mask, image_token_id, self.max_length, row.get("source", ""))
+            if self.max_length is not None:
+                ids, mask = ids[: self.max_length], mask[: self.max_length]
+            sequences.append(ids)
+            masks.append(mask)
+        images = [image for row in rows for image in (row.get("images") or [])]
+        features = {"image_features": self.feature_cache.features(images)} if images else {}
+        if self.padding_free:
+            tokens = torch.tensor([token for ids in sequences for token in ids], dtype=torch.long)
+            selected = torch.tensor([flag for mask in masks for flag in mask], dtype=torch.bool)
+            return {
+                "input_ids": tokens[None],
+                "position_ids": torch.cat([torch.arange(len(ids)) for ids in sequences])[None],
+                "labels": torch.where(selected, tokens, IGNORE_INDEX)[None],
+                "use_cache": False,  # with a cache object transformers would not derive the per-sample masks
+                **features,
+            }
+        length = max(len(ids) for ids in sequences)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        pad = self.processor.tokenizer.pad_token_id
+        input_ids = torch.full((len(rows), length), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+        labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
+        for index, (ids, mask) in enumerate(zip(sequences, masks, strict=True)):
+            tokens = torch.tensor(ids, dtype=torch.long)
+            input_ids[index, : len(ids)] = tokens
+            attention_mask[index, : len(ids)] = 1
+            labels[index, : len(ids)] = torch.where(torch.tensor(mask, dtype=torch.bool), tokens, IGNORE_INDEX)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, **features}
 
 
 __all__ = ["IGNORE_INDEX", "LlavaSwapCollator", "UnsupervisedSampleError", "check_rows", "check_sample", "load_image"]

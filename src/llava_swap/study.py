@@ -126,6 +126,8 @@ def variant_recipe(study: StudyConfig, variant: Variant, data: dict[str, Path], 
     recipe = default_recipe().to_dict()
     recipe.update(name=f"{study.name}/{variant.name}", output_dir=str(out / "variants" / variant.name), seed=study.seed)
     recipe["report_to"] = []
+    # One cache for the whole study: the backbones share the encoder, so each image is encoded once in all.
+    recipe["vision_feature_cache"] = str(out / "feature_cache")
     recipe["model"].update(
         language_model=variant.language_model, vision_model=variant.vision_model or study.vision_model
     )

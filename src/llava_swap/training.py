@@ -96,6 +96,17 @@ class StageConfig:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     max_length: int | None = 2048
+    group_by_length: bool = field(
+        default=False,
+        metadata={
+            "help": "Batch samples of similar length together (less padding; LLaVA's group_by_length). It changes "
+            "how tokens weigh in each batch's mean loss; padding_free saves the padding without that."
+        },
+    )
+    padding_free: bool = field(
+        default=True,
+        metadata={"help": "With cached vision features: each batch as one unpadded sequence (same loss, no padding)."},
+    )
     bf16: bool = False
     gradient_checkpointing: bool = False
     lora_r: int = 128
@@ -113,6 +124,13 @@ class Recipe:
     output_dir: str = "outputs/default"
     seed: int = 0
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    vision_feature_cache: str | None = field(
+        default="auto",
+        metadata={
+            "help": "Where frozen-encoder features are cached (auto: <output_dir>/feature_cache; a shared folder "
+            "serves several runs, e.g. a study's backbones); none: run the encoder on every batch."
+        },
+    )
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     stages: list[StageConfig] = field(default_factory=list)
@@ -622,6 +640,24 @@ def _prepare_stage_model(model, stage: StageConfig):
     return model
 
 
+def _feature_cache(model, processor, stage: StageConfig, rows, recipe: Recipe, out: Path):
+    """The stage's vision feature cache, filled with every distinct image of its rows, or None if the encoder
+    trains in this stage (its features change) or caching is off."""
+    from accelerate import PartialState
+
+    from .feature_cache import VisionFeatureCache
+
+    setting = recipe.vision_feature_cache
+    if stage.train_vision_tower or setting in (None, "none", "off") or _quantized(model):
+        return None
+    root = out / "feature_cache" if setting == "auto" else Path(setting)
+    state = PartialState()
+    with state.main_process_first():  # the main process encodes; the others then find every file on disk
+        cache = VisionFeatureCache(root, model, processor)
+        cache.precompute(model, [image for row in rows for image in (row.get("images") or [])])
+    return cache
+
+
 def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: Path, resume, eval_rows=()):
     from accelerate import PartialState
     from datasets import Dataset
@@ -630,6 +666,7 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
     from .collator import LlavaSwapCollator
 
     stage_dir = out / stage.name
+    cache = _feature_cache(model, processor, stage, rows, recipe, out)
     model = _prepare_stage_model(model, stage)
     counts = trainable_parameters(model)
     print(
@@ -653,6 +690,8 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
         bf16=stage.bf16,
         **_checkpointing_kwargs(stage.gradient_checkpointing),
         max_length=stage.max_length,
+        train_sampling_strategy="group_by_length" if stage.group_by_length else "random",
+        length_column_name="length",  # token counts that check_rows computed, image tokens included
         logging_steps=stage.logging_steps,
         save_strategy="steps",
         save_steps=stage.save_steps,
@@ -667,7 +706,9 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),
-        data_collator=LlavaSwapCollator(processor, max_length=stage.max_length),
+        data_collator=LlavaSwapCollator(
+            processor, max_length=stage.max_length, feature_cache=cache, padding_free=stage.padding_free
+        ),
         processing_class=processor,
         callbacks=[_completion_callback()],
     )
@@ -704,6 +745,9 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
         "world_size": trainer.args.world_size,
         "trainable_parameters": counts,
         "resumed_from": checkpoint,
+        "vision_feature_cache": None
+        if cache is None
+        else {"folder": str(cache.folder), "encoded": cache.encoded_images},
         "eval_history": [
             {key: value for key, value in entry.items() if key.startswith("eval_") or key in ("step", "loss")}
             for entry in trainer.state.log_history

@@ -1,0 +1,100 @@
+"""Never pay twice for the frozen encoder; waste no padding; and prove both change nothing but speed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from _helpers import chat_image
+from llava_swap.collator import LlavaSwapCollator
+from llava_swap.feature_cache import VisionFeatureCache
+from llava_swap.training import Recipe, default_recipe, run_recipe
+
+
+def _rows(tmp_path, count=6, distinct=4):
+    rows = []
+    for index in range(count):
+        path = tmp_path / f"image-{index % distinct}.png"
+        if not path.exists():
+            chat_image(index % distinct).save(path)
+        question = "What colour is it?" + " Please answer." * index  # different lengths: padding to remove
+        rows.append(
+            {
+                "id": f"r{index}",
+                "images": [str(path)],
+                "messages": [
+                    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": "red " * (index + 1)}]},
+                ],
+            }
+        )
+    return rows
+
+
+def test_cached_and_packed_batches_give_the_pixel_batch_loss(built, tmp_path):
+    model, processor = built("llama3", "clip")
+    rows = _rows(tmp_path)
+    cache = VisionFeatureCache(tmp_path / "cache", model, processor)
+    assert cache.precompute(model, [image for row in rows for image in row["images"]], progress=False) == 4
+    pixels = LlavaSwapCollator(processor)(rows)
+    cached = LlavaSwapCollator(processor, feature_cache=cache)(rows)
+    packed = LlavaSwapCollator(processor, feature_cache=cache, padding_free=True)(rows)
+    assert "pixel_values" not in cached and cached["image_features"].shape == (6, 16, 64)
+    assert torch.equal(cached["input_ids"], pixels["input_ids"]) and torch.equal(cached["labels"], pixels["labels"])
+    assert packed["input_ids"].shape == (1, int(pixels["attention_mask"].sum()))  # not one padding token
+    with torch.no_grad():
+        reference = model(**pixels).loss
+        assert abs(model(**cached).loss - reference) <= 1e-5
+        assert abs(model(**packed).loss - reference) <= 1e-5
+
+
+def test_cache_is_invalidated_by_another_encoder_or_layer(built, tmp_path):
+    (clip, processor), (layer_minus_1, _), (siglip, siglip_processor) = (
+        built("llama3", "clip"),
+        built("llama3", "clip", vision_feature_layer=-1),
+        built("llama3", "siglip"),
+    )
+    rows = _rows(tmp_path, count=2, distinct=2)
+    images = [image for row in rows for image in row["images"]]
+    folders = set()
+    for model, model_processor in ((clip, processor), (layer_minus_1, processor), (siglip, siglip_processor)):
+        cache = VisionFeatureCache(tmp_path / "cache", model, model_processor)
+        assert cache.precompute(model, images, progress=False) == 2  # nothing reused across settings
+        folders.add(cache.folder)
+    assert len(folders) == 3
+    again = VisionFeatureCache(tmp_path / "cache", clip, processor)
+    assert again.precompute(clip, images, progress=False) == 0  # same setting: every image found
+    with torch.no_grad():
+        pixels = processor.image_processor([chat_image(0)], return_tensors="pt")["pixel_values"]
+        assert torch.equal(again.features([images[0]])[0], clip.get_vision_features(pixels)[0])
+    chat_image(7).save(tmp_path / "image-new.png")
+    with pytest.raises(KeyError, match="precompute"):
+        again.features([str(tmp_path / "image-new.png")])
+
+
+def test_encoder_runs_once_per_distinct_image_across_epochs_stages_and_backbones(tmp_path, monkeypatch):
+    from transformers import CLIPVisionModel
+
+    calls = []
+    original = CLIPVisionModel.forward
+
+    def counting(self, pixel_values=None, *args, **kwargs):
+        calls.append(pixel_values.shape[0])
+        return original(self, pixel_values, *args, **kwargs)
+
+    monkeypatch.setattr(CLIPVisionModel, "forward", counting)
+    shared_cache = tmp_path / "shared-cache"
+    distinct = None
+    for backbone in ("tiny:llama2", "tiny:llama3"):  # two backbones of a study, one cache
+        recipe = default_recipe().to_dict()
+        recipe.update(output_dir=str(tmp_path / backbone[5:]), report_to=[], vision_feature_cache=str(shared_cache))
+        recipe["model"]["language_model"] = backbone
+        recipe["data"].update(synthetic_train=24, synthetic_test=4, eval_samples=0)
+        recipe["stages"][0].update(num_train_epochs=2, per_device_train_batch_size=8)
+        recipe["stages"][1].update(num_train_epochs=3, per_device_train_batch_size=8)
+        summary = run_recipe(Recipe.from_dict(recipe))
+        if distinct is None:
+            distinct = len({p.name for p in shared_cache.rglob("*.safetensors")})
+        assert all(stage["global_step"] > 0 for stage in summary["stages"].values())
+    # 2 + 3 epochs over 24 images in two stages, twice: every distinct image went through the encoder exactly once.
+    assert sum(calls) == distinct and 0 < distinct <= 24
