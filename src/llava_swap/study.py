@@ -170,6 +170,7 @@ def fingerprint(recipe: Recipe, data: dict[str, Path]) -> str:
     """
     settings = recipe.to_dict()
     settings.pop("output_dir")
+    settings.pop("vision_feature_cache")  # a location too; cached features are keyed by their own content
     settings["data"] = {k: v for k, v in settings["data"].items() if k not in ("train", "pretrain", "image_root")}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for split in sorted(data):
