@@ -1,6 +1,6 @@
 """Training throughput: llava-swap's default path vs what a user does today without it, same model and data.
 
-    python benchmarks/train_throughput.py [--samples 512] [--batch-size 8] [--rounds 2]
+    python benchmarks/train_throughput.py [--samples 512] [--batch-size 8] [--rounds 2] [--scenarios single ...]
 
 (a) baseline: transformers' native `LlavaForConditionalGeneration` (the same tiny LLaMA-3-style LM + CLIP, the same
     initial weights, exported with `export_hf_llava`) trained by TRL's SFTTrainer with TRL's own vision collator
@@ -9,7 +9,8 @@
     rendering in the training loop, length-grouped batches.
 Both train one epoch on the same rows (VQA-Scene questions and seismic descriptions mixed: short and long answers, as
 in real LLaVA data), same batch size, learning rate and seed. Each run is a fresh process (so peak RSS is its own);
-the two alternate for `--rounds` rounds. Prints samples/s (best round), peak RSS, the epoch's mean training loss (a
+the two alternate for `--rounds` rounds. Scenarios: `single` (one finetuning run), `two-stage` (projector
+pretraining then finetuning) and `study` (three backbones, both stages; llava-swap shares one feature cache). Prints samples/s (best round), peak RSS, the epoch's mean training loss (a
 mean of per-batch means: it differs because llava-swap batches similar lengths together) and, what should agree, the
 trained models' token-weighted loss on the same fixed rows; then the ratio.
 """
@@ -24,7 +25,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,17 +32,25 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def prepare(work: Path, samples: int) -> None:
-    """Tiny backbones, the initial model in both formats, and the mixed training rows (LLaVA JSON)."""
+SCENARIOS = {
+    # name: (backbones, stages); stage 1 trains the projector alone, stage 2 the projector and the LLM
+    "single": (("llama3",), ("finetune",)),
+    "two-stage": (("llama3",), ("pretrain", "finetune")),
+    "study": (("llama1", "llama2", "llama3"), ("pretrain", "finetune")),
+}
+
+
+def prepare(work: Path, samples: int, families) -> None:
+    """Tiny backbones, each initial model in both formats, and the mixed training rows (LLaVA JSON)."""
     from llava_swap import build_vlm, export_hf_llava, tiny
     from llava_swap.tasks import get_task
 
-    model, processor = build_vlm(
-        tiny.save_language_model("llama3", work / "lm"), tiny.save_vision_model("clip", work / "clip")
-    )
-    model.save_pretrained(work / "initial")
-    processor.save_pretrained(work / "initial")
-    export_hf_llava(model, processor, work / "initial-native")
+    vision = tiny.save_vision_model("clip", work / "clip")
+    for family in families:
+        model, processor = build_vlm(tiny.save_language_model(family, work / f"lm-{family}"), vision)
+        model.save_pretrained(work / f"initial-{family}")
+        processor.save_pretrained(work / f"initial-{family}")
+        export_hf_llava(model, processor, work / f"initial-native-{family}")
     rows = []
     for task in ("vqa_scene", "seismic_description"):
         folder = work / "data" / task
@@ -52,7 +60,7 @@ def prepare(work: Path, samples: int) -> None:
     (work / "data" / "train.json").write_text(json.dumps(rows))
 
 
-def run_baseline(work: Path, batch_size: int) -> dict:
+def run_baseline(work: Path, batch_size: int, family: str, stages) -> dict:
     from datasets import Dataset
     from PIL import Image
     from transformers import AutoProcessor, LlavaForConditionalGeneration
@@ -60,43 +68,45 @@ def run_baseline(work: Path, batch_size: int) -> dict:
 
     from llava_swap.data import load_llava_json
 
-    model = LlavaForConditionalGeneration.from_pretrained(work / "initial-native")
-    processor = AutoProcessor.from_pretrained(work / "initial-native")
-    model.model.vision_tower.requires_grad_(False)  # frozen encoder, as in LLaVA's stage 2
+    model = LlavaForConditionalGeneration.from_pretrained(work / f"initial-native-{family}")
+    processor = AutoProcessor.from_pretrained(work / f"initial-native-{family}")
     records = load_llava_json(work / "data" / "train.json", work / "data").records
     rows = [
         {"images": [Image.open(r.images[0]).convert("RGB")], "messages": _plain_messages(r.messages)} for r in records
     ]
-    args = SFTConfig(
-        output_dir=str(work / "out-baseline"),
-        per_device_train_batch_size=batch_size,
-        num_train_epochs=1,
-        learning_rate=2e-3,
-        lr_scheduler_type="cosine",
-        warmup_steps=0.03,
-        seed=0,
-        data_seed=0,
-        max_length=512,
-        assistant_only_loss=True,
-        logging_steps=10,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        bf16=False,
-        disable_tqdm=True,
-    )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=processor)
-    result = trainer.train()
-    trainer.save_model(str(work / "out-baseline" / "final"))
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    return {
-        "runtime": result.metrics["train_runtime"],
-        "samples": len(rows),
-        "tokens": trainer.state.num_input_tokens_seen or _count_tokens(trainer),
-        "final_loss": losses[-1],
-        "mean_loss": result.training_loss,
-        "losses": losses,
-    }
+    runtime, samples, losses, mean_loss = 0.0, 0, [], None
+    for stage in stages:
+        model.requires_grad_(False)  # the encoder stays frozen, as in LLaVA's stages 1 and 2
+        model.model.multi_modal_projector.requires_grad_(True)
+        if stage == "finetune":
+            model.model.language_model.requires_grad_(True)
+            model.lm_head.requires_grad_(True)
+        args = SFTConfig(
+            output_dir=str(work / "out-baseline" / stage),
+            per_device_train_batch_size=batch_size,
+            num_train_epochs=1,
+            learning_rate=2e-3,
+            lr_scheduler_type="cosine",
+            warmup_steps=0.03,
+            seed=0,
+            data_seed=0,
+            max_length=512,
+            assistant_only_loss=True,
+            logging_steps=10,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            bf16=False,
+            disable_tqdm=True,
+        )
+        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=processor)
+        result = trainer.train()
+        runtime += result.metrics["train_runtime"]
+        samples += len(rows)
+        losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+        mean_loss = result.training_loss
+    trainer.save_model(str(work / "out-baseline" / f"final-{family}"))
+    return {"runtime": runtime, "samples": samples, "final_loss": losses[-1], "mean_loss": mean_loss}
 
 
 def _plain_messages(messages):
@@ -108,52 +118,47 @@ def _plain_messages(messages):
     return plain
 
 
-def _count_tokens(trainer) -> int:
-    return int(sum(e.get("num_tokens", 0) for e in trainer.state.log_history[-1:]))
-
-
-def run_llava_swap(work: Path, batch_size: int) -> dict:
+def run_llava_swap(work: Path, batch_size: int, family: str, stages) -> dict:
     from llava_swap.training import Recipe, run_recipe
 
+    settings = {
+        "data": "train",
+        "learning_rate": 2e-3,
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": batch_size,
+        "max_length": 512,
+        "logging_steps": 10,
+        "save_steps": 100000,
+    }
     recipe = Recipe.from_dict(
         {
-            "output_dir": str(work / "out-llava-swap"),
+            "output_dir": str(work / "out-llava-swap" / family),
             "report_to": [],
-            "model": {"init_from": str(work / "initial")},
+            "vision_feature_cache": str(work / "out-llava-swap" / "feature_cache"),  # shared by a study's backbones
+            "model": {"init_from": str(work / f"initial-{family}")},
             "data": {"train": str(work / "data" / "train.json"), "image_root": str(work / "data"), "task": None},
             "stages": [
                 {
-                    "name": "finetune",
-                    "stage": "finetune",
-                    "data": "train",
-                    "language_model": "full",
-                    "learning_rate": 2e-3,
-                    "num_train_epochs": 1,
-                    "per_device_train_batch_size": batch_size,
-                    "max_length": 512,
-                    "logging_steps": 10,
-                    "save_steps": 100000,
+                    **settings,
+                    "name": stage,
+                    "stage": stage,
+                    "language_model": "full" if stage == "finetune" else "frozen",
                 }
+                for stage in stages
             ],
         }
     )
-    start = time.perf_counter()
     summary = run_recipe(recipe)
-    stage = summary["stages"]["finetune"]
-    history = json.loads((work / "out-llava-swap" / "finetune" / "final" / "stage_summary.json").read_text())
+    ran = list(summary["stages"].values())
     return {
-        "runtime": stage["train_runtime"],
-        "samples": stage["train_samples_seen"],
-        "tokens": None,
-        "final_loss": stage["final_loss"],
-        "mean_loss": stage["train_loss"],
-        "losses": [],
-        "with_setup": time.perf_counter() - start,
-        "cache": history.get("vision_feature_cache"),
+        "runtime": sum(stage["train_runtime"] for stage in ran),
+        "samples": sum(stage["train_samples_seen"] for stage in ran),
+        "final_loss": ran[-1]["final_loss"],
+        "mean_loss": ran[-1]["train_loss"],
     }
 
 
-def heldout_loss(model, work: Path, count: int = 64) -> float:
+def heldout_loss(model, work: Path, family: str, count: int = 64) -> float:
     """Token-weighted loss of a trained model on the same fixed rows, built the same way for both paths."""
     import torch
 
@@ -161,7 +166,7 @@ def heldout_loss(model, work: Path, count: int = 64) -> float:
     from llava_swap.collator import IGNORE_INDEX, LlavaSwapCollator
     from llava_swap.data import load_llava_json
 
-    processor = LlavaSwapProcessor.from_pretrained(work / "initial")
+    processor = LlavaSwapProcessor.from_pretrained(work / f"initial-{family}")
     rows = [r.to_row() for r in load_llava_json(work / "data" / "train.json", work / "data").records[-count:]]
     collate = LlavaSwapCollator(processor)
     total, tokens = 0.0, 0
@@ -175,22 +180,29 @@ def heldout_loss(model, work: Path, count: int = 64) -> float:
     return total / tokens
 
 
-def child(mode: str, work: Path, batch_size: int) -> None:
+def child(mode: str, work: Path, batch_size: int, scenario: str) -> None:
     import torch
 
-    torch.manual_seed(0)
-    result = run_baseline(work, batch_size) if mode == "baseline" else run_llava_swap(work, batch_size)
-    if mode == "baseline":
-        from transformers import LlavaForConditionalGeneration
+    families, stages = SCENARIOS[scenario]
+    totals = {"runtime": 0.0, "samples": 0, "mean_loss": [], "heldout_loss": []}
+    for family in families:
+        torch.manual_seed(0)
+        run = run_baseline if mode == "baseline" else run_llava_swap
+        result = run(work, batch_size, family, stages)
+        if mode == "baseline":
+            from transformers import LlavaForConditionalGeneration
 
-        trained = LlavaForConditionalGeneration.from_pretrained(work / "out-baseline" / "final")
-    else:
-        from llava_swap import LlavaSwapForCausalLM
+            trained = LlavaForConditionalGeneration.from_pretrained(work / "out-baseline" / f"final-{family}")
+        else:
+            from llava_swap import LlavaSwapForCausalLM
 
-        trained = LlavaSwapForCausalLM.from_pretrained(work / "out-llava-swap")
-    result["heldout_loss"] = heldout_loss(trained, work)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("RESULT " + json.dumps(result))
+            trained = LlavaSwapForCausalLM.from_pretrained(work / "out-llava-swap" / family)
+        totals["runtime"] += result["runtime"]
+        totals["samples"] += result["samples"]
+        totals["mean_loss"].append(result["mean_loss"])
+        totals["heldout_loss"].append(heldout_loss(trained, work, family))
+    totals["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(totals))
 
 
 def main() -> None:
@@ -198,50 +210,45 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--child", choices=("baseline", "llava_swap"), help=argparse.SUPPRESS)
+    parser.add_argument("--scenario", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, Path(args.work), args.batch_size)
+        child(args.child, Path(args.work), args.batch_size, args.scenario)
         return
+    print(
+        f"train throughput: {args.samples} samples per training, batch {args.batch_size}, best of {args.rounds} "
+        f"rounds, {os.cpu_count()} cores, {platform.machine()}"
+    )
+    print(
+        f"{'scenario':<10} {'path':<11} {'samples/s':>10} {'peak RSS MB':>12} {'mean loss':>10} {'held-out':>9} {'ratio':>6}"
+    )
+    families = sorted({family for scenario in args.scenarios for family in SCENARIOS[scenario][0]})
     with tempfile.TemporaryDirectory() as workdir:
         work = Path(workdir)
-        prepare(work, args.samples)
-        results: dict[str, list[dict]] = {"baseline": [], "llava_swap": []}
-        for _ in range(args.rounds):
-            for mode in ("baseline", "llava_swap"):
-                for folder in ("out-baseline", "out-llava-swap"):
-                    subprocess.run(["rm", "-rf", str(work / folder)], check=True)
-                output = subprocess.run(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--child",
-                        mode,
-                        "--work",
-                        str(work),
-                        "--batch-size",
-                        str(args.batch_size),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                ).stdout
-                results[mode].append(json.loads(output.split("RESULT ", 1)[1].splitlines()[0]))
-    print(
-        f"train throughput: {args.samples} samples, batch {args.batch_size}, {args.rounds} rounds, "
-        f"{os.cpu_count()} cores, {platform.machine()}"
-    )
-    print(f"{'path':<12} {'samples/s':>10} {'peak RSS MB':>12} {'mean loss':>10} {'held-out loss':>14}")
-    best = {}
-    for mode, runs in results.items():
-        rate = max(run["samples"] / run["runtime"] for run in runs)
-        best[mode] = rate
-        print(
-            f"{mode:<12} {rate:>10.1f} {max(r['peak_rss_mb'] for r in runs):>12.0f} {runs[-1]['mean_loss']:>10.4f} "
-            f"{runs[-1]['heldout_loss']:>14.4f}"
-        )
-    print(f"ratio llava_swap / baseline: {best['llava_swap'] / best['baseline']:.2f}x (goal >= 1.5x)")
+        prepare(work, args.samples, families)
+        for scenario in args.scenarios:
+            results: dict[str, list[dict]] = {"baseline": [], "llava_swap": []}
+            for _ in range(args.rounds):
+                for mode in ("baseline", "llava_swap"):
+                    for folder in ("out-baseline", "out-llava-swap"):
+                        subprocess.run(["rm", "-rf", str(work / folder)], check=True)
+                    command = [sys.executable, __file__, "--child", mode, "--work", str(work)]
+                    command += ["--batch-size", str(args.batch_size), "--scenario", scenario]
+                    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+                    results[mode].append(json.loads(output.split("RESULT ", 1)[1].splitlines()[0]))
+            rates = {mode: max(r["samples"] / r["runtime"] for r in runs) for mode, runs in results.items()}
+            for mode, runs in results.items():
+                last = runs[-1]
+                ratio = f"{rates[mode] / rates['baseline']:.2f}x"
+                print(
+                    f"{scenario:<10} {mode:<11} {rates[mode]:>10.1f} {max(r['peak_rss_mb'] for r in runs):>12.0f} "
+                    f"{sum(last['mean_loss']) / len(last['mean_loss']):>10.4f} "
+                    f"{sum(last['heldout_loss']) / len(last['heldout_loss']):>9.4f} {ratio:>6}"
+                )
+    print("goal: llava_swap >= 1.5x the baseline's samples/s, with the same losses")
 
 
 if __name__ == "__main__":
