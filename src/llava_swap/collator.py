@@ -76,12 +76,15 @@ def check_rows(
 ) -> list[tuple[dict, UnsupervisedSampleError]]:
     """Tokenizes every row (without decoding images) and returns the rows that would fail, with their errors.
 
-    Each row also gets its token count under "length" (image tokens included), for length-grouped batching.
+    Each row also keeps what was computed: its token count under "length" (image tokens included, for length-grouped
+    batching), and its tokens and assistant mask under "tokens" / "supervised", so the cached-feature collator never
+    renders or tokenizes the row again (not in any epoch or stage).
     """
     failures = []
     for row in rows:
         ids, mask = processor.tokenize_conversation(row["messages"])
         row["length"] = min(len(ids), max_length) if max_length is not None else len(ids)
+        row["tokens"], row["supervised"] = ids, mask
         try:
             check_sample(row["id"], ids, mask, processor.image_token_id, max_length, row.get("source", ""))
         except UnsupervisedSampleError as error:
@@ -145,7 +148,10 @@ class LlavaSwapCollator:
         image_token_id = self.processor.image_token_id
         sequences, masks = [], []
         for row in rows:
-            ids, mask = self.processor.tokenize_conversation(row["messages"])
+            if row.get("tokens") is not None:  # tokenized once by check_rows, before training
+                ids, mask = list(row["tokens"]), list(row["supervised"])
+            else:
+                ids, mask = self.processor.tokenize_conversation(row["messages"])
             check_sample(row["id"], ids, mask, image_token_id, self.max_length, row.get("source", ""))
             if self.max_length is not None:
                 ids, mask = ids[: self.max_length], mask[: self.max_length]
