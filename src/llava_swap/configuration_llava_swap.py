@@ -81,8 +81,8 @@ class LlavaSwapConfig(PretrainedConfig):
     Args:
         vision_config (`PretrainedConfig` or `dict`): config of the vision encoder (CLIP, SigLIP or DINOv2).
         text_config (`PretrainedConfig` or `dict`): config of the language model (any causal LM architecture).
-        image_token_id (`int`): id of the `<image>` placeholder token in the tokenizer.
-        image_seq_length (`int`): number of placeholder tokens one image expands to; default: derived from the
+        image_token_id (`int`): id of the `<image>` token in the tokenizer.
+        image_seq_length (`int`): number of `<image>` tokens one image expands to; default: derived from the
             vision config's image and patch size (`build_vlm` passes what the image processor really yields).
         projector_type (`str`): `"mlp2x_gelu"` (LLaVA-1.5, default), `"linear"` (LLaVA-1) or `"mlp{N}x_gelu"`.
         projector_hidden_act (`str`): activation between the projector's linear layers.

@@ -104,26 +104,26 @@ class LlavaSwapModel(LlavaSwapPreTrainedModel):
         features = outputs.hidden_states[self.config.vision_feature_layer]  # (images, prefix + patches, vision_dim)
         return features[:, self.config.vision_tokens_dropped :]
 
-    def image_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
-        """`(batch, seq)` True where the `<image>` placeholder sits."""
+    def image_token_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """`(batch, seq)` True where an `<image>` token sits."""
         if input_ids is not None:
             return input_ids == self.config.image_token_id
-        # Only embeddings given: find the placeholders by their embedding.
+        # Only embeddings given: find the image tokens by their embedding.
         image_embedding = self.get_input_embeddings()(
             torch.tensor(self.config.image_token_id, device=inputs_embeds.device)
         )
         return (inputs_embeds == image_embedding).all(-1)
 
-    def merge_image_features(self, placeholder: torch.Tensor, inputs_embeds: torch.Tensor, projected: torch.Tensor):
-        """Writes projected image features over the `<image>` placeholder embeddings, after counting both."""
-        self.check_image_count(int(placeholder.sum()), *projected.shape[:2])
-        mask = placeholder.unsqueeze(-1).expand_as(inputs_embeds)
+    def merge_image_features(self, image_positions: torch.Tensor, inputs_embeds: torch.Tensor, projected: torch.Tensor):
+        """Writes projected image features over the `<image>` token embeddings, after counting both."""
+        self.check_image_count(int(image_positions.sum()), *projected.shape[:2])
+        mask = image_positions.unsqueeze(-1).expand_as(inputs_embeds)
         return inputs_embeds.masked_scatter(mask, projected.to(inputs_embeds.dtype).reshape(-1))
 
-    def check_image_count(self, num_placeholders: int, num_images: int, tokens_per_image: int) -> None:
-        if num_placeholders != num_images * tokens_per_image:
+    def check_image_count(self, num_image_tokens: int, num_images: int, tokens_per_image: int) -> None:
+        if num_image_tokens != num_images * tokens_per_image:
             raise ValueError(
-                f"Image features and image tokens do not match: the text holds {num_placeholders} <image> tokens "
+                f"Image features and image tokens do not match: the text holds {num_image_tokens} <image> tokens "
                 f"but {num_images} image(s) x {tokens_per_image} tokens = {num_images * tokens_per_image} features "
                 "were given. Build the inputs with LlavaSwapProcessor (it expands each <image> to "
                 f"{self.config.image_seq_length} tokens) and pass exactly one image per <image> marker."
@@ -153,13 +153,13 @@ class LlavaSwapModel(LlavaSwapPreTrainedModel):
         image_hidden_states = None
         prefilling = past_key_values is None or past_key_values.get_seq_length() == 0
         if image_features is not None or prefilling:  # while decoding, the image is in the cache already
-            placeholder = self.image_placeholder_mask(input_ids, inputs_embeds)
+            image_positions = self.image_token_mask(input_ids, inputs_embeds)
             if image_features is not None:
                 projector_dtype = self.multi_modal_projector.linear_1.weight.dtype
                 image_hidden_states = self.multi_modal_projector(image_features.to(projector_dtype))
-                inputs_embeds = self.merge_image_features(placeholder, inputs_embeds, image_hidden_states)
-            else:  # <image> tokens without an image would silently run on the placeholder embedding
-                self.check_image_count(int(placeholder.sum()), 0, self.config.image_seq_length)
+                inputs_embeds = self.merge_image_features(image_positions, inputs_embeds, image_hidden_states)
+            else:  # <image> tokens without an image would silently run on the <image> embedding
+                self.check_image_count(int(image_positions.sum()), 0, self.config.image_seq_length)
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,

@@ -26,7 +26,7 @@ class LlavaSwapProcessor(LlavaProcessor):
         patch_size (`int`): the vision encoder's patch size.
         vision_feature_select_strategy (`str`): `"default"` (the CLS token is dropped) or `"full"`.
         chat_template (`str`): Jinja chat template marking assistant turns with `{% generation %}`.
-        image_token (`str`): the image placeholder, `"<image>"`.
+        image_token (`str`): the image token, `"<image>"`.
         num_additional_image_tokens (`int`): tokens the encoder adds before its patches (1 for a CLS token).
         llm_family (`str`): the LLM family the tokenizer belongs to (lineage).
         chat_template_name (`str`): the name of the chat template (lineage).
