@@ -98,3 +98,60 @@ def test_encoder_runs_once_per_distinct_image_across_epochs_stages_and_backbones
         assert all(stage["global_step"] > 0 for stage in summary["stages"].values())
     # 2 + 3 epochs over 24 images in two stages, twice: every distinct image went through the encoder exactly once.
     assert sum(calls) == distinct and 0 < distinct <= 24
+
+
+def test_trainer_loss_projects_only_answer_positions_and_equals_trls(built, tmp_path):
+    import copy
+
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from llava_swap.trainer import LlavaSwapSFTTrainer
+
+    model, processor = built("llama3", "clip")
+    model = copy.deepcopy(model)  # the trainer patches the model's forward; keep the shared fixture untouched
+    rows = _rows(tmp_path)
+    args = SFTConfig(
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        report_to=[],
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+    )
+    collate = LlavaSwapCollator(processor)
+    trainer = LlavaSwapSFTTrainer(
+        model=model, args=args, train_dataset=Dataset.from_list(rows), data_collator=collate, processing_class=processor
+    )
+    model.train()
+    projected = []
+    hook = model.lm_head.register_forward_hook(lambda module, inputs, output: projected.append(inputs[0].shape[-2]))
+    cache = VisionFeatureCache(tmp_path / "cache", model, processor)
+    cache.precompute(model, [image for row in rows for image in row["images"]], progress=False)
+    for padding_free in (True, False):  # packed from the feature cache; padded rows from pixels
+        batch = LlavaSwapCollator(processor, feature_cache=cache if padding_free else None, padding_free=padding_free)(
+            rows
+        )
+        labelled = int((batch["labels"][:, 1:] != -100).sum())
+        results = []
+        for compute_loss in (trainer.compute_loss, lambda *a, **k: SFTTrainer.compute_loss(trainer, *a, **k)):
+            model.zero_grad()
+            projected.clear()
+            loss = compute_loss(model, dict(batch), num_items_in_batch=torch.tensor(labelled))
+            loss.backward()
+            grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+            results.append((loss.detach(), grads, list(projected)))
+        (ours, our_grads, our_projected), (trls, trl_grads, _) = results
+        assert abs(float(ours) - float(trls)) <= 1e-6
+        assert our_grads.keys() == trl_grads.keys()
+        for name, grad in our_grads.items():
+            torch.testing.assert_close(grad, trl_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+        if padding_free:  # a single row: exactly the labelled positions reach the LM head
+            assert our_projected == [labelled]
+        else:  # padded rows share one index list: the positions labelled in any row, fewer than the sequence
+            assert our_projected[0] < batch["input_ids"].shape[1]
+    hook.remove()
+    metrics = trainer._metrics["train"]  # ours then TRL's, per batch: the logged metrics agree too
+    for name in ("entropy", "mean_token_accuracy"):
+        assert len(metrics[name]) == 4
+        assert metrics[name][0] == pytest.approx(metrics[name][1], abs=1e-5)
+        assert metrics[name][2] == pytest.approx(metrics[name][3], abs=1e-5)

@@ -664,6 +664,7 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
     from trl import SFTConfig
 
     from .collator import LlavaSwapCollator
+    from .trainer import LlavaSwapSFTTrainer
 
     stage_dir = out / stage.name
     cache = _feature_cache(model, processor, stage, rows, recipe, out)
@@ -702,7 +703,7 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
         dataloader_num_workers=stage.dataloader_num_workers,
         disable_tqdm=False,
     )
-    trainer = _trainer_class()(
+    trainer = LlavaSwapSFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),
@@ -771,29 +772,6 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
 def _checkpoint_state(checkpoint: str | None) -> dict:
     path = Path(checkpoint) / "trainer_state.json" if checkpoint else None
     return json.loads(path.read_text()) if path is not None and path.exists() else {}
-
-
-def _trainer_class():
-    """TRL's SFTTrainer, resuming full-weight checkpoints through `from_pretrained`.
-
-    Checkpoints are saved in the native llava on-disk layout; the Trainer's own resume calls `load_state_dict` with
-    those keys, matches none of them, and only warns: the run would go on from the wrong weights. Loading through
-    `from_pretrained` applies the key mapping, and the strict load proves every tensor came back.
-    """
-    from trl import SFTTrainer
-
-    from .modeling_llava_swap import LlavaSwapForCausalLM
-
-    class LlavaSwapSFTTrainer(SFTTrainer):
-        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-            target = self.accelerator.unwrap_model(model if model is not None else self.model)
-            sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled  # their own checkpoint formats
-            if sharded or not isinstance(target, LlavaSwapForCausalLM):  # PEFT: adapter checkpoints load as usual
-                return super()._load_from_checkpoint(resume_from_checkpoint, model)
-            saved = LlavaSwapForCausalLM.from_pretrained(resume_from_checkpoint, dtype=target.dtype)
-            target.load_state_dict(saved.state_dict(), strict=True)
-
-    return LlavaSwapSFTTrainer
 
 
 def _checkpointing_kwargs(enabled: bool) -> dict[str, bool]:
