@@ -100,58 +100,97 @@ def test_encoder_runs_once_per_distinct_image_across_epochs_stages_and_backbones
     assert sum(calls) == distinct and 0 < distinct <= 24
 
 
-def test_trainer_loss_projects_only_answer_positions_and_equals_trls(built, tmp_path):
-    import copy
-
+def _trainer(model, processor, rows, tmp_path):
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from llava_swap.trainer import LlavaSwapSFTTrainer
 
-    model, processor = built("llama3", "clip")
-    model = copy.deepcopy(model)  # the trainer patches the model's forward; keep the shared fixture untouched
-    rows = _rows(tmp_path)
     args = SFTConfig(
         output_dir=str(tmp_path / "out"),
         use_cpu=True,
+        bf16=False,
         report_to=[],
         remove_unused_columns=False,
         dataset_kwargs={"skip_prepare_dataset": True},
     )
     collate = LlavaSwapCollator(processor)
-    trainer = LlavaSwapSFTTrainer(
+    return LlavaSwapSFTTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(rows), data_collator=collate, processing_class=processor
     )
+
+
+def _losses_and_grads(trainer, model, batch):
+    """(loss, gradients, positions through the LM head module) from llava-swap's compute_loss, then from TRL's."""
+    from trl import SFTTrainer
+
+    projected, results = [], []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: projected.append(i[0].shape[-2]))
+    labelled = torch.tensor(int((batch["labels"][:, 1:] != -100).sum()))
+    for compute_loss in (trainer.compute_loss, lambda *a, **k: SFTTrainer.compute_loss(trainer, *a, **k)):
+        model.zero_grad()
+        projected.clear()
+        loss = compute_loss(model, dict(batch), num_items_in_batch=labelled)
+        loss.backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), grads, list(projected)))
+    hook.remove()
+    (ours, our_grads, our_projected), (trls, trl_grads, _) = results
+    assert abs(float(ours) - float(trls)) <= 1e-6
+    assert our_grads.keys() == trl_grads.keys()
+    for name, grad in our_grads.items():
+        torch.testing.assert_close(grad, trl_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    return our_projected
+
+
+def test_trainer_loss_projects_only_answer_positions_and_equals_trls(built, tmp_path):
+    import copy
+
+    model, processor = built("llama3", "clip")
+    model = copy.deepcopy(model)  # the trainer patches the model's forward; keep the shared fixture untouched
+    rows = _rows(tmp_path)
+    trainer = _trainer(model, processor, rows, tmp_path)
     model.train()
-    projected = []
-    hook = model.lm_head.register_forward_hook(lambda module, inputs, output: projected.append(inputs[0].shape[-2]))
     cache = VisionFeatureCache(tmp_path / "cache", model, processor)
     cache.precompute(model, [image for row in rows for image in row["images"]], progress=False)
     for padding_free in (True, False):  # packed from the feature cache; padded rows from pixels
-        batch = LlavaSwapCollator(processor, feature_cache=cache if padding_free else None, padding_free=padding_free)(
-            rows
-        )
-        labelled = int((batch["labels"][:, 1:] != -100).sum())
-        results = []
-        for compute_loss in (trainer.compute_loss, lambda *a, **k: SFTTrainer.compute_loss(trainer, *a, **k)):
-            model.zero_grad()
-            projected.clear()
-            loss = compute_loss(model, dict(batch), num_items_in_batch=torch.tensor(labelled))
-            loss.backward()
-            grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-            results.append((loss.detach(), grads, list(projected)))
-        (ours, our_grads, our_projected), (trls, trl_grads, _) = results
-        assert abs(float(ours) - float(trls)) <= 1e-6
-        assert our_grads.keys() == trl_grads.keys()
-        for name, grad in our_grads.items():
-            torch.testing.assert_close(grad, trl_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+        collate = LlavaSwapCollator(processor, feature_cache=cache if padding_free else None, padding_free=padding_free)
+        batch = collate(rows)
+        projected = _losses_and_grads(trainer, model, batch)
         if padding_free:  # a single row: exactly the labelled positions reach the LM head
-            assert our_projected == [labelled]
+            assert projected == [int((batch["labels"][:, 1:] != -100).sum())]
         else:  # padded rows share one index list: the positions labelled in any row, fewer than the sequence
-            assert our_projected[0] < batch["input_ids"].shape[1]
-    hook.remove()
+            assert 0 < projected[0] < batch["input_ids"].shape[1]
     metrics = trainer._metrics["train"]  # ours then TRL's, per batch: the logged metrics agree too
     for name in ("entropy", "mean_token_accuracy"):
         assert len(metrics[name]) == 4
         assert metrics[name][0] == pytest.approx(metrics[name][1], abs=1e-5)
         assert metrics[name][2] == pytest.approx(metrics[name][3], abs=1e-5)
+
+
+def test_trainer_leaves_large_logits_and_prompt_learning_to_trl(built, tmp_path, monkeypatch):
+    import copy
+
+    from peft import PromptTuningConfig, get_peft_model
+
+    from llava_swap import trainer as trainer_module
+
+    model, processor = built("llama3", "clip")
+    rows = _rows(tmp_path)
+    batch = LlavaSwapCollator(processor)(rows)
+    # Logits past the budget: TRL's chunked kernel scores the batch (it uses the head's weight, not the module)
+    plain = copy.deepcopy(model)
+    trainer = _trainer(plain, processor, rows, tmp_path)
+    plain.train()
+    monkeypatch.setattr(trainer_module, "LOGITS_BUDGET", 0)
+    assert _losses_and_grads(trainer, plain, batch) == []
+    monkeypatch.undo()
+    assert _losses_and_grads(trainer, plain, batch) != []
+    # Prompt tuning prepends virtual tokens and shifts the labels inside the forward: TRL's path, PEFT's own loss
+    prompted = get_peft_model(copy.deepcopy(model), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    trainer = _trainer(prompted, processor, rows, tmp_path)
+    prompted.train()
+    assert _losses_and_grads(trainer, prompted, batch) == []
+    with torch.no_grad():
+        reference = prompted(**batch).loss
+        assert abs(float(trainer.compute_loss(prompted, dict(batch))) - float(reference)) <= 1e-6

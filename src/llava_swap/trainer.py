@@ -5,22 +5,29 @@ Two differences from TRL's trainer, both invisible in the results:
 * **Resume.** Checkpoints are saved in the native llava on-disk layout; the Trainer's own resume calls
   `load_state_dict` with those keys, matches none of them, and only warns: the run would go on from the wrong weights.
   Loading through `from_pretrained` applies the key mapping, and the strict load proves every tensor came back.
-* **Loss.** In a LLaVA sample most tokens carry no label: system prompt, image tokens, question, padding. TRL's fused
-  LM head projects only the labelled positions through the LM head on Triton devices, but everywhere else (CPUs, and
-  Neuron, where it keeps tile shapes fixed) it projects every position and then zeroes most of them. Here only the
-  positions whose next token is a label reach the LM head, on every device, through the model's `logits_to_keep`.
-  The loss is the same token-weighted mean, and TRL's `entropy`, `mean_token_accuracy` and `num_tokens` metrics are
-  logged as before. Losses TRL shapes itself (DFT, label smoothing, a custom `compute_loss_func`, MoE auxiliary
-  losses, sequence/context/tensor parallelism) go through TRL's own path unchanged.
+* **Loss on CPUs.** In a LLaVA sample most tokens carry no label: system prompt, image tokens, question, padding.
+  TRL's fused LM head projects only the labelled positions through the LM head on CUDA/XPU, but on a CPU it projects
+  every position and then zeroes most of them. Here, on CPUs (and Apple's MPS), only the positions whose next token is
+  a label reach the LM head, through the model's `logits_to_keep`: the same token-weighted loss (gradients equal up to
+  rounding), with TRL's `entropy`, `mean_token_accuracy` and `num_tokens` metrics logged as before. Everything else
+  goes through TRL's own path unchanged: GPUs, batches whose labelled logits would outgrow `LOGITS_BUDGET`, losses TRL
+  shapes itself (DFT, label smoothing, a custom `compute_loss_func`, MoE auxiliary losses), sequence/context/tensor
+  parallelism and prompt-learning PEFT models.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from trl import SFTTrainer
 
 from .collator import IGNORE_INDEX
 from .modeling_llava_swap import LlavaSwapForCausalLM
+
+# Most logits (rows x kept positions x vocabulary) the labelled-positions loss builds at once, about 256 MiB in
+# float32: within it the logits stay smaller than TRL's tiles; past it TRL's chunked kernel does the work.
+LOGITS_BUDGET = 2**26
+METRIC_CHUNK = 1024
 
 
 class LlavaSwapSFTTrainer(SFTTrainer):
@@ -33,51 +40,75 @@ class LlavaSwapSFTTrainer(SFTTrainer):
         target.load_state_dict(saved.state_dict(), strict=True)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if return_outputs or not self._scores_labels_only():
+        keep = None if return_outputs else self._labelled_positions(inputs)
+        if keep is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        targets = inputs["labels"][:, 1:]  # position p predicts token p + 1
-        # One index list for the whole batch (the model keeps the same positions in every row): with padding-free
-        # batches there is a single row, so it is exactly the labelled positions.
-        keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
         model_inputs = {name: value for name, value in inputs.items() if name != "labels"}
         model_inputs.update(use_cache=False, logits_to_keep=keep)
-        logits = model(**model_inputs).logits
-        targets = targets[:, keep]
+        logits = model(**model_inputs).logits  # (rows, kept positions, vocab)
+        targets = inputs["labels"][:, 1:][:, keep]
         labelled = targets != IGNORE_INDEX
-        log_probs = torch.log_softmax(logits[labelled].float(), dim=-1)  # (labelled tokens, vocab)
         answer = targets[labelled]
-        token_log_probs = log_probs.gather(-1, answer[:, None]).squeeze(-1)
+        logits = logits[labelled].float()  # (labelled tokens, vocab)
         num_tokens = labelled.sum() if num_items_in_batch is None else num_items_in_batch
         # Clamped as in TRL, so a batch without labels gives a finite zero that still reaches every parameter
-        loss = -token_log_probs.sum() / torch.as_tensor(num_tokens).clamp(min=1)
+        loss = F.cross_entropy(logits, answer, reduction="sum") / torch.as_tensor(num_tokens).clamp(min=1)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # Trainer leaves the cross-rank token weighting to the loss
-        self._record_token_metrics(log_probs.detach(), answer, inputs)
+        self._record_token_metrics(logits.detach(), answer, inputs)
         return loss
 
-    def _scores_labels_only(self) -> bool:
+    def _labelled_positions(self, inputs: dict) -> torch.Tensor | None:
+        """The positions to send through the LM head (those whose next token is a label in some row), or None where
+        TRL's own path is the one to take."""
+        if not self._plain_next_token_loss():
+            return None
+        labels = inputs["labels"]
+        if labels.device.type not in ("cpu", "mps"):
+            # CUDA / XPU: TRL's fused head already projects only the labelled positions, in tiles. XLA / Neuron: a
+            # position count that changes every batch would recompile the graph every step.
+            return None
+        # One index list for the whole batch (the model keeps the same positions in every row): with padding-free
+        # batches there is a single row, so it is exactly the labelled positions.
+        keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        if labels.shape[0] * keep.numel() * vocab > LOGITS_BUDGET:
+            return None  # these logits would outgrow TRL's tiles: let its chunked kernel score every position
+        return keep
+
+    def _plain_next_token_loss(self) -> bool:
         """Whether the loss is TRL's plain token-weighted NLL, the one computed here (anything else goes to TRL)."""
         parallel = self.accelerator.parallelism_config
-        sharded_sequence = parallel is not None and (parallel.cp_enabled or parallel.sp_enabled or parallel.tp_size > 1)
+        sharded_sequence = parallel is not None and (
+            getattr(parallel, "cp_enabled", False) or getattr(parallel, "sp_enabled", False) or parallel.tp_size > 1
+        )
+        # Prompt tuning / P-tuning prepend virtual tokens and shift the labels inside the model's forward, which the
+        # positions computed here would not follow
+        peft_config = getattr(self.model, "active_peft_config", None)
         return (
             self.compute_loss_func is None
             and self.label_smoother is None
             and getattr(self.args, "loss_type", "nll") == "nll"
             and not getattr(self, "aux_loss_enabled", False)
             and not sharded_sequence
+            and not getattr(peft_config, "is_prompt_learning", False)
             # The metrics TRL's `log` reports; an older or newer TRL without them keeps its own path
             and hasattr(self, "_metrics")
             and hasattr(self, "_total_train_tokens")
         )
 
-    def _record_token_metrics(self, log_probs: torch.Tensor, answer: torch.Tensor, inputs: dict) -> None:
-        """TRL's per-step metrics, from the labelled positions' log-probabilities."""
+    @torch.no_grad()
+    def _record_token_metrics(self, logits: torch.Tensor, answer: torch.Tensor, inputs: dict) -> None:
+        """TRL's per-step metrics (entropy, mean token accuracy, tokens seen) from the labelled positions' logits."""
         mode = "train" if self.model.training else "eval"
         gather = self.accelerator.gather_for_metrics
-        entropy = torch.special.entr(log_probs.exp()).sum(-1)  # 0 where a probability underflows to 0
+        entropy_sum, num_correct = logits.new_zeros(()), answer.new_zeros(())
+        for start in range(0, len(answer), METRIC_CHUNK):  # a chunk of rows at a time: no second (tokens, vocab) copy
+            chunk = logits[start : start + METRIC_CHUNK]
+            entropy_sum += torch.special.entr(torch.softmax(chunk, dim=-1)).sum()
+            num_correct += (chunk.argmax(-1) == answer[start : start + METRIC_CHUNK]).sum()
         num_valid = gather(torch.tensor(answer.numel(), device=answer.device)).sum()
-        entropy_sum = gather(entropy.sum()).sum()
-        num_correct = gather((log_probs.argmax(-1) == answer).sum()).sum()
+        entropy_sum, num_correct = gather(entropy_sum).sum(), gather(num_correct).sum()
         self._metrics[mode]["entropy"].append((entropy_sum / num_valid).item() if num_valid > 0 else 0.0)
         self._metrics[mode]["mean_token_accuracy"].append((num_correct / num_valid).item() if num_valid > 0 else 0.0)
         if mode == "train":
