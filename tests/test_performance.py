@@ -100,7 +100,7 @@ def test_encoder_runs_once_per_distinct_image_across_epochs_stages_and_backbones
     assert sum(calls) == distinct and 0 < distinct <= 24
 
 
-def _trainer(model, processor, rows, tmp_path):
+def _trainer(model, processor, rows, tmp_path, **settings):
     from datasets import Dataset
     from trl import SFTConfig
 
@@ -113,6 +113,7 @@ def _trainer(model, processor, rows, tmp_path):
         report_to=[],
         remove_unused_columns=False,
         dataset_kwargs={"skip_prepare_dataset": True},
+        **settings,
     )
     collate = LlavaSwapCollator(processor)
     return LlavaSwapSFTTrainer(
@@ -194,3 +195,55 @@ def test_trainer_leaves_large_logits_and_prompt_learning_to_trl(built, tmp_path,
     with torch.no_grad():
         reference = prompted(**batch).loss
         assert abs(float(trainer.compute_loss(prompted, dict(batch))) - float(reference)) <= 1e-6
+
+
+def test_length_grouping_keeps_modalities_apart_and_every_sample_once():
+    from llava_swap.sampler import modality_length_grouped_indices
+
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(20, 600, (403,), generator=generator).tolist()
+    has_image = [index % 3 != 0 for index in range(403)]  # 268 with an image, 135 text-only
+    order = modality_length_grouped_indices(lengths, has_image, 8, torch.Generator().manual_seed(1))
+    assert sorted(order) == list(range(403))
+    batches = [order[start : start + 8] for start in range(0, 403, 8)]
+    mixed = [b for b, batch in enumerate(batches) if len({has_image[i] for i in batch}) > 1]
+    # 268 = 33 x 8 + 4 and 135 = 16 x 8 + 7: 49 pure batches, then the 11 leftovers, one mixed batch among them
+    assert mixed == [49] and len(batches) == 51
+    spread = sum(max(lengths[i] for i in batch) - min(lengths[i] for i in batch) for batch in batches[:49])
+    shuffled = torch.randperm(403, generator=generator).tolist()
+    random_spread = sum(
+        max(lengths[i] for i in shuffled[s : s + 8]) - min(lengths[i] for i in shuffled[s : s + 8])
+        for s in range(0, 392, 8)
+    )
+    assert spread < random_spread / 5  # similar lengths in each batch
+    assert max(lengths[i] for i in batches[0]) == max(lengths)  # the longest batch first: an OOM shows at once
+    again = modality_length_grouped_indices(lengths, has_image, 8, torch.Generator().manual_seed(1))
+    other = modality_length_grouped_indices(lengths, has_image, 8, torch.Generator().manual_seed(2))
+    assert again == order and other != order
+    with pytest.raises(ValueError, match="403 lengths but 2 modality flags"):
+        modality_length_grouped_indices(lengths, [True, False], 8)
+
+
+def test_trainer_groups_by_length_without_mixing_image_and_text_only_batches(built, tmp_path):
+    from llava_swap.collator import check_rows
+    from llava_swap.sampler import ModalityLengthGroupedSampler
+
+    model, processor = built("llama3", "clip")
+    rows = _rows(tmp_path, count=10)
+    for index in range(6):  # text-only rows, LLaVA's language-only instructions
+        question = [{"type": "text", "text": "Name a colour." + " Briefly." * index}]
+        answer = [{"type": "text", "text": "blue " * (index + 1)}]
+        rows.append(
+            {
+                "id": f"t{index}",
+                "images": [],
+                "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
+            }
+        )
+    assert check_rows(rows, processor, max_length=None) == []
+    grouped = {"train_sampling_strategy": "group_by_length", "length_column_name": "length"}
+    trainer = _trainer(model, processor, rows, tmp_path, per_device_train_batch_size=4, **grouped)
+    assert isinstance(trainer._get_train_sampler(), ModalityLengthGroupedSampler)
+    images_per_batch = [len(batch.get("pixel_values", [])) for batch in trainer.get_train_dataloader()]
+    # 10 image rows and 6 text-only rows: 2 + 1 whole batches of one kind, then 2 + 2 leftovers together
+    assert images_per_batch[:3] in ([4, 4, 0], [4, 0, 4], [0, 4, 4]) and images_per_batch[3] == 2

@@ -1,10 +1,12 @@
-"""`LlavaSwapSFTTrainer`: TRL's SFTTrainer with a strict resume and a loss that scores only the answer tokens.
+"""`LlavaSwapSFTTrainer`: TRL's SFTTrainer with a strict resume, modality-pure length grouping and a lean loss.
 
-Two differences from TRL's trainer, both invisible in the results:
+Differences from TRL's trainer:
 
 * **Resume.** Checkpoints are saved in the native llava on-disk layout; the Trainer's own resume calls
   `load_state_dict` with those keys, matches none of them, and only warns: the run would go on from the wrong weights.
   Loading through `from_pretrained` applies the key mapping, and the strict load proves every tensor came back.
+* **Length grouping by modality.** With `train_sampling_strategy="group_by_length"` (a stage's `group_by_length`),
+  batches hold image samples or text-only samples, never both (`sampler.py`, LLaVA's `group_by_modality_length`).
 * **Loss on CPUs.** In a LLaVA sample most tokens carry no label: system prompt, image tokens, question, padding.
   TRL's fused LM head projects only the labelled positions through the LM head on CUDA/XPU, but on a CPU it projects
   every position and then zeroes most of them. Here, on CPUs (and Apple's MPS), only the positions whose next token is
@@ -23,6 +25,7 @@ from trl import SFTTrainer
 
 from .collator import IGNORE_INDEX
 from .modeling_llava_swap import LlavaSwapForCausalLM
+from .sampler import ModalityLengthGroupedSampler
 
 # Most logits (rows x kept positions x vocabulary) the labelled-positions loss builds at once, about 256 MiB in
 # float32: within it the logits stay smaller than TRL's tiles; past it TRL's chunked kernel does the work.
@@ -38,6 +41,18 @@ class LlavaSwapSFTTrainer(SFTTrainer):
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         saved = LlavaSwapForCausalLM.from_pretrained(resume_from_checkpoint, dtype=target.dtype)
         target.load_state_dict(saved.state_dict(), strict=True)
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        columns = getattr(dataset, "column_names", None) or ()
+        grouped = getattr(self.args, "train_sampling_strategy", None) == "group_by_length"
+        if not grouped or self.args.length_column_name not in columns or "images" not in columns:
+            return super()._get_train_sampler(train_dataset)
+        return ModalityLengthGroupedSampler(
+            dataset[self.args.length_column_name],
+            [bool(images) for images in dataset["images"]],
+            self.args.train_batch_size * self.args.gradient_accumulation_steps,
+        )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         keep = None if return_outputs else self._labelled_positions(inputs)

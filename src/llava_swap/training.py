@@ -99,8 +99,9 @@ class StageConfig:
     group_by_length: bool = field(
         default=False,
         metadata={
-            "help": "Batch samples of similar length together (less padding; LLaVA's group_by_length). It changes "
-            "how tokens weigh in each batch's mean loss; padding_free saves the padding without that."
+            "help": "Batch samples of similar length together, image and text-only samples apart (LLaVA's "
+            "group_by_modality_length). It changes how tokens weigh in each batch's mean loss; padding_free saves "
+            "the padding without that."
         },
     )
     padding_free: bool = field(
