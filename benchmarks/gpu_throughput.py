@@ -7,8 +7,9 @@
 Weights are random (from configs only: nothing is downloaded). (a) baseline: the vision encoder runs on every batch
 and batches are padded to their longest sample, as with transformers' native Llava + TRL's collator; (b) llava-swap:
 encoder features computed once up front (the cache) and padding-free batches. Both take optimizer steps on the same
-synthetic batches (576 image tokens + a 20-200-token conversation per sample). MFU = 6 x trainable LM parameters x
-supervised-sequence tokens per second, over the card's measured bf16 matmul rate (printed too).
+synthetic batches (576 image tokens + a 20-200-token conversation per sample, its second half the answer; only
+answer positions go through the LM head, as with TRL's fused head on a GPU). MFU = 6 x trainable LM parameters x
+sequence tokens per second, over the card's measured bf16 matmul rate (printed too).
 """
 
 from __future__ import annotations
@@ -79,8 +80,21 @@ def batches(args, patches: int, image_size: int, device):
         yield pixels.to(device), texts
 
 
-def sample_ids(text: torch.Tensor, patches: int) -> torch.Tensor:
-    return torch.cat([torch.tensor([128_000]), torch.full((patches,), 128_256), text])
+def sample_ids(text: torch.Tensor, patches: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and labels: BOS, the image tokens, then the conversation, whose second half is the answer."""
+    ids = torch.cat([torch.tensor([128_000]), torch.full((patches,), 128_256), text])
+    labels = ids.clone()
+    labels[: 1 + patches + len(text) // 2] = -100  # only the answer is learnt
+    return ids, labels
+
+
+def loss_on_answers(model, labels: torch.Tensor, **inputs) -> torch.Tensor:
+    """Token-weighted NLL with only the labelled positions through the LM head (TRL's fused head does the same)."""
+    targets = labels[:, 1:]
+    keep = (targets != -100).any(dim=0).nonzero().squeeze(-1)
+    logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits
+    targets = targets[:, keep]
+    return torch.nn.functional.cross_entropy(logits[targets != -100].float(), targets[targets != -100])
 
 
 def run(model, args, patches, image_size, device, dtype, cached: bool) -> tuple[float, int]:
@@ -94,25 +108,25 @@ def run(model, args, patches, image_size, device, dtype, cached: bool) -> tuple[
     _sync(device)
     start = time.perf_counter()
     for step, (pixels, texts) in enumerate(batches(args, patches, image_size, device)):
-        sequences = [sample_ids(text, patches) for text in texts]
+        samples = [sample_ids(text, patches) for text in texts]
         if cached:  # one unpadded sequence, per-sample positions
-            ids = torch.cat(sequences)[None].to(device)
-            positions = torch.cat([torch.arange(len(s)) for s in sequences])[None].to(device)
-            out = model(
-                input_ids=ids, position_ids=positions, labels=ids, image_features=features[step], use_cache=False
-            )
+            ids = torch.cat([ids for ids, _ in samples])[None].to(device)
+            labels = torch.cat([labels for _, labels in samples])[None].to(device)
+            positions = torch.cat([torch.arange(len(ids)) for ids, _ in samples])[None].to(device)
+            loss = loss_on_answers(model, labels, input_ids=ids, position_ids=positions, image_features=features[step])
         else:  # padded to the longest sample, encoder every time
-            length = max(len(s) for s in sequences)
-            ids = torch.zeros(len(sequences), length, dtype=torch.long)
-            mask = torch.zeros(len(sequences), length, dtype=torch.long)
-            for row, sequence in enumerate(sequences):
-                ids[row, : len(sequence)], mask[row, : len(sequence)] = sequence, 1
-            ids, mask = ids.to(device), mask.to(device)
-            out = model(input_ids=ids, attention_mask=mask, labels=ids, pixel_values=pixels.to(dtype), use_cache=False)
-        out.loss.backward()
+            length = max(len(ids) for ids, _ in samples)
+            ids = torch.zeros(len(samples), length, dtype=torch.long)
+            labels = torch.full((len(samples), length), -100, dtype=torch.long)
+            mask = torch.zeros(len(samples), length, dtype=torch.long)
+            for row, (sample, sample_labels) in enumerate(samples):
+                ids[row, : len(sample)], labels[row, : len(sample)], mask[row, : len(sample)] = sample, sample_labels, 1
+            ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
+            loss = loss_on_answers(model, labels, input_ids=ids, attention_mask=mask, pixel_values=pixels.to(dtype))
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        tokens += sum(len(s) for s in sequences)
+        tokens += sum(len(ids) for ids, _ in samples)
     _sync(device)
     return time.perf_counter() - start, tokens
 

@@ -1,0 +1,37 @@
+"""The benchmark scripts run end to end on small settings, and their two paths train to the same losses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _run(script: str, *args: str) -> list[list[str]]:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [line.split() for line in result.stdout.splitlines()]
+
+
+@pytest.mark.slow
+def test_train_throughput_paths_agree_on_the_losses():
+    rows = {line[1]: line for line in _run("train_throughput.py", "--samples", "32", "--rounds", "1", "--scenarios",
+                                           "single") if line[:1] == ["single"]}  # fmt: skip
+    baseline, ours = rows["baseline"], rows["llava_swap"]
+    # columns: scenario, path, train samples/s, end-to-end samples/s, peak RSS, mean loss, held-out loss, 2 ratios
+    assert float(ours[2]) > 0 and float(baseline[2]) > 0
+    assert ours[5:7] == baseline[5:7]  # mean training loss and held-out loss, to the printed 4 decimals
+    assert ours[7] == f"{float(ours[2]) / float(baseline[2]):.2f}x"
+
+
+@pytest.mark.slow
+def test_gpu_throughput_code_path_runs_on_tiny_shapes():
+    rows = {line[0]: line for line in _run("gpu_throughput.py", "--tiny", "--steps", "3") if len(line) == 3}
+    for path in ("baseline", "llava_swap"):
+        assert float(rows[path][1]) > 0 and rows[path][2].endswith("%")
