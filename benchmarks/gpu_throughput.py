@@ -8,8 +8,10 @@ Weights are random (from configs only: nothing is downloaded). (a) baseline: the
 and batches are padded to their longest sample, as with transformers' native Llava + TRL's collator; (b) llava-swap:
 encoder features computed once up front (the cache) and padding-free batches. Both take optimizer steps on the same
 synthetic batches (576 image tokens + a 20-200-token conversation per sample, its second half the answer; only
-answer positions go through the LM head, as with TRL's fused head on a GPU). MFU = 6 x trainable LM parameters x
-sequence tokens per second, over the card's measured bf16 matmul rate (printed too).
+answer positions go through the LM head, as with TRL's fused head on a GPU). MFU: the useful training FLOPs per
+second (6 per trainable parameter per token; the LM head on answer tokens only, the embedding lookup not at all; the
+encoder's repeated forward passes in the baseline are not counted as useful), over the card's measured matmul rate
+in the training dtype (printed too).
 """
 
 from __future__ import annotations
@@ -97,14 +99,15 @@ def loss_on_answers(model, labels: torch.Tensor, **inputs) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits[targets != -100].float(), targets[targets != -100])
 
 
-def run(model, args, patches, image_size, device, dtype, cached: bool) -> tuple[float, int]:
+def run(model, args, patches, image_size, device, dtype, cached: bool) -> tuple[float, int, int]:
+    """Seconds, sequence tokens and answer tokens of `args.steps` optimizer steps."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     features = {}
     if cached:  # the cache: one encoder pass per distinct image, before training
         with torch.no_grad():
             for step, (pixels, _) in enumerate(batches(args, patches, image_size, device)):
                 features[step] = model.get_vision_features(pixels.to(dtype))
-    tokens = 0
+    tokens = answers = 0
     _sync(device)
     start = time.perf_counter()
     for step, (pixels, texts) in enumerate(batches(args, patches, image_size, device)):
@@ -127,8 +130,17 @@ def run(model, args, patches, image_size, device, dtype, cached: bool) -> tuple[
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         tokens += sum(len(ids) for ids, _ in samples)
+        answers += sum(int((labels != -100).sum()) for _, labels in samples)
     _sync(device)
-    return time.perf_counter() - start, tokens
+    return time.perf_counter() - start, tokens, answers
+
+
+def training_flops(model, tokens: int, answers: int) -> float:
+    """6 FLOPs per parameter per token: the trainable body on every token, the LM head on the answer tokens only
+    (the input embedding is a lookup, no matmul)."""
+    head, embedding = model.get_output_embeddings().weight, model.get_input_embeddings().weight
+    body = sum(p.numel() for p in model.parameters() if p.requires_grad and p is not head and p is not embedding)
+    return 6 * body * tokens + 6 * head.numel() * answers
 
 
 def main() -> None:
@@ -146,10 +158,9 @@ def main() -> None:
     print(f"{'path':<11} {'tokens/s':>10} {'MFU':>7}")
     for label, cached in (("baseline", False), ("llava_swap", True)):
         model, patches, image_size = build(args, device, dtype)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        seconds, tokens = run(model, args, patches, image_size, device, dtype, cached)
-        rate = tokens / seconds
-        print(f"{label:<11} {rate:>10.0f} {6 * trainable * rate / peak:>7.1%}")
+        seconds, tokens, answers = run(model, args, patches, image_size, device, dtype, cached)
+        mfu = training_flops(model, tokens, answers) / seconds / peak
+        print(f"{label:<11} {tokens / seconds:>10.0f} {mfu:>7.1%}")
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
