@@ -167,7 +167,8 @@ def test_two_process_ddp_on_cpu(tmp_path):
     for stage in summary["stages"].values():
         assert stage["world_size"] == 2
         assert stage["train_samples_seen"] == stage["global_step"] * 8 * 2  # both ranks fed batches every step
-    assert result.stdout.count("trainable parameters") == 4  # each of 2 ranks prints each of 2 stages
+    assert result.stdout.count("trainable parameters") == 2  # once per stage: the main process reports, not each rank
+    assert result.stdout.count("outputs in ") == 1
     assert len(list((tmp_path / "ddp").glob("*.safetensors"))) == 1
     assert torch.isfinite(torch.tensor(summary["final_loss"]))
     LlavaSwapForCausalLM.from_pretrained(tmp_path / "ddp")

@@ -70,6 +70,8 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
     from .training import Recipe, default_recipe, describe_plan, run_recipe
 
     recipe = Recipe.from_yaml(args.config) if args.config else default_recipe()
@@ -81,6 +83,8 @@ def train(args: argparse.Namespace) -> int:
         print(describe_plan(recipe, args.num_processes))
         return 0
     summary = run_recipe(recipe, resume_from_checkpoint=args.resume_from_checkpoint)
+    if not PartialState().is_main_process:
+        return 0  # one process reports
     before, after = summary.get("eval_before", {}), summary.get("eval", {})
     if after:  # the task's accuracy where it has one, else its mean per-item score
         headline = "accuracy" if "accuracy" in after else "mean_score"

@@ -332,7 +332,7 @@ def run_recipe(recipe: Recipe, resume_from_checkpoint: str | bool | None = None)
 
             model = LlavaSwapForCausalLM.from_pretrained(done.parent)
             summary["stages"][stage.name] = json.loads(done.read_text())
-            print(f"[{stage.name}] already complete: loaded {done.parent}")
+            _say(f"[{stage.name}] already complete: loaded {done.parent}")
             continue
         model, stage_summary, trainer = _run_stage(
             model, processor, stage, rows[stage.data], recipe, out, resume_from_checkpoint, eval_rows
@@ -525,12 +525,19 @@ def _check_lengths(rows, processor, stage: StageConfig, on_bad_record: str):
     return [row for row in rows if id(row) not in failed], dropped
 
 
+def _say(message: str) -> None:
+    """Print once per run, not once per process."""
+    from accelerate import PartialState
+
+    PartialState().print(message)
+
+
 def _write_skipped(out: Path, skipped: dict[str, list]) -> None:
     everything = [dataclasses.asdict(item) | {"split": split} for split, items in skipped.items() for item in items]
     if everything:
         out.mkdir(parents=True, exist_ok=True)
         (out / "skipped_records.json").write_text(json.dumps(everything, indent=2))
-        print(f"skipped {len(everything)} bad record(s): listed in {out / 'skipped_records.json'}")
+        _say(f"skipped {len(everything)} bad record(s): listed in {out / 'skipped_records.json'}")
 
 
 def _count(skipped: dict[str, list]) -> dict[str, int]:
@@ -671,7 +678,7 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
     cache = _feature_cache(model, processor, stage, rows, recipe, out)
     model = _prepare_stage_model(model, stage)
     counts = trainable_parameters(model)
-    print(
+    _say(
         f"[{stage.name}] stage={stage.stage} language_model={stage.language_model} "
         f"vision_tower={'trained' if stage.train_vision_tower else 'frozen'}; trainable parameters: "
         + ", ".join(f"{part} {count:,}" for part, count in counts.items())
@@ -828,7 +835,7 @@ def _resume_point(stage_dir: Path, resume) -> str | None:
         return resume
     complete = complete_checkpoints(stage_dir)
     for partial in sorted(set(stage_dir.glob("checkpoint-*")) - set(complete)) if stage_dir.exists() else []:
-        print(f"ignoring {partial}: interrupted while saving (no {CHECKPOINT_DONE})")
+        _say(f"ignoring {partial}: interrupted while saving (no {CHECKPOINT_DONE})")
     return str(complete[-1]) if complete else None
 
 
