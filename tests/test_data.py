@@ -100,6 +100,18 @@ def test_loader_places_markers(data_dir):
     assert record.images == [str(data_dir / "a.png"), str(data_dir / "b.png")]
 
 
+def test_large_files_show_progress_while_checking(data_dir, monkeypatch, capsys):
+    from llava_swap.data import llava_json
+
+    path = write_entries(data_dir / "d.json", [llava_entry(f"r{i}") for i in range(3)])
+    load_llava_json(path)
+    assert "checking d.json" not in capsys.readouterr().err  # small data stays quiet
+    monkeypatch.setattr(llava_json, "PROGRESS_FROM", 3)
+    assert len(load_llava_json(path).records) == 3
+    err = capsys.readouterr().err
+    assert "checking d.json" in err and "3/3" in err
+
+
 # --- LLaVA JSON ----------------------------------------------------------------------------------------------------
 
 

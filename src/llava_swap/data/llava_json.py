@@ -35,6 +35,16 @@ ROLE_TO_FROM = {role: name for name, role in FROM_TO_ROLE.items()}
 LLAVA_KEYS = ("id", "image", "images", "conversations")
 
 
+# Checking a record opens its images; past this many records (LLaVA-665k takes a minute or more) show progress.
+PROGRESS_FROM = 10_000
+
+
+def _checking(items, total: int, name: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(items, total=total, desc=f"checking {name}", unit=" records", disable=total < PROGRESS_FROM)
+
+
 class _Collector:
     """Builds, checks and keeps records one by one, applying the on_bad_record policy and the unique-id rule."""
 
@@ -110,7 +120,7 @@ def load_llava_json(
         )
     root = Path(os.path.abspath(image_root if image_root is not None else path.parent))
     collector = _Collector(str(path), on_bad_record, root)
-    for index, entry in enumerate(entries):
+    for index, entry in _checking(enumerate(entries), len(entries), path.name):
         collector.add(index, lambda entry=entry, index=index: _llava_record(entry, index, path, root), "entry")
     return collector.result()
 
@@ -196,7 +206,7 @@ def load_hf_dataset(
                 )
         # Ids come from the id column alone, so that a row whose images fail to decode can still be named.
         ids = list(dataset[id_column]) if id_column is not None else [None] * len(dataset)
-        for index in range(len(dataset)):
+        for index in _checking(range(len(dataset)), len(dataset), source):
             record_id = f"{source}#{index}" if ids[index] is None else str(ids[index])
             collector.add(
                 index,
@@ -206,7 +216,7 @@ def load_hf_dataset(
                 "row",
             )
     elif isinstance(dataset, Sequence) and not isinstance(dataset, (str, bytes)):
-        for index, row in enumerate(dataset):
+        for index, row in _checking(enumerate(dataset), len(dataset), source):
             value = row.get(id_column) if id_column is not None and isinstance(row, dict) else None
             record_id = f"{source}#{index}" if value is None else str(value)
             collector.add(
