@@ -25,3 +25,17 @@ def test_console_script_is_installed():
         [sys.executable, "-m", "llava_swap.cli", "--help"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and "demo" in result.stdout and "export" in result.stdout
+
+
+def test_version_names_the_package_and_its_stack(capsys):
+    from importlib.metadata import version
+
+    import llava_swap
+    from llava_swap.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"llava-swap {llava_swap.__version__}"
+    assert lines[1:] == [f"{name} {version(name)}" for name in ("transformers", "trl", "peft", "accelerate", "torch")]

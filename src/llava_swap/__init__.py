@@ -5,8 +5,6 @@ AutoModelForImageTextToText, AutoProcessor), so saved models load like any other
 """
 
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
-from transformers.conversion_mapping import register_checkpoint_conversion_mapping
-from transformers.core_model_loading import WeightRenaming
 
 from . import tiny
 from .backbones import build_vlm, swap_language_model, swap_vision_model
@@ -22,18 +20,6 @@ AutoConfig.register(LlavaSwapConfig.model_type, LlavaSwapConfig, exist_ok=True)
 AutoModelForCausalLM.register(LlavaSwapConfig, LlavaSwapForCausalLM, exist_ok=True)
 AutoModelForImageTextToText.register(LlavaSwapConfig, LlavaSwapForCausalLM, exist_ok=True)
 AutoProcessor.register(LlavaSwapConfig, LlavaSwapProcessor, exist_ok=True)
-# Our module tree is llava's; on disk, native llava checkpoints (llava-hf/*, and what vLLM and SGLang read) use the
-# older layout below. Loading renames it to the module tree, saving renames back, so both formats share one layout.
-register_checkpoint_conversion_mapping(
-    LlavaSwapConfig.model_type,
-    [
-        WeightRenaming(source_patterns=r"^language_model\.lm_head", target_patterns="lm_head"),
-        WeightRenaming(source_patterns=r"^language_model\.model", target_patterns="model.language_model"),
-        WeightRenaming(source_patterns=r"^vision_tower", target_patterns="model.vision_tower"),
-        WeightRenaming(source_patterns=r"^multi_modal_projector", target_patterns="model.multi_modal_projector"),
-    ],
-    overwrite=True,
-)
 
 __all__ = [
     "FAMILIES",

@@ -191,10 +191,45 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
+STACK = ("transformers", "trl", "peft", "accelerate", "torch")
+
+
+def version_report() -> str:
+    """`llava-swap X` and the installed releases of the stack it runs on (what a bug report needs)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return "\n".join([f"llava-swap {__version__}", *(f"{name} {installed(name)}" for name in STACK)])
+
+
+class _PrintVersions(argparse.Action):
+    """`--version`, one package a line (argparse's own version action would reflow the lines into one)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        kwargs.update(nargs=0, default=argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_report())
+        parser.exit()
+
+
 def make_parser() -> argparse.ArgumentParser:
     from . import tiny
 
     parser = argparse.ArgumentParser(prog="llava-swap", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--version",
+        action=_PrintVersions,
+        help="print the versions of llava-swap, transformers, TRL, PEFT, accelerate, torch",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo_parser = commands.add_parser("demo", help="build a tiny VLM offline and ask it about an image")

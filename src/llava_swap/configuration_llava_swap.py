@@ -167,6 +167,56 @@ class LlavaSwapConfig(PretrainedConfig):
                     "the embeddings after adding the token to the tokenizer."
                 )
 
+    @classmethod
+    def from_native(cls, config: PretrainedConfig) -> LlavaSwapConfig:
+        """Reads a native llava config (e.g. llava-hf/llava-1.5-7b-hf, Intel/llava-gemma-2b)."""
+        layer = config.vision_feature_layer
+        if not isinstance(layer, int):
+            raise ValueError(
+                f"vision_feature_layer={layer!r}: features concatenated from several layers are not supported; "
+                "llava-swap reads one vision layer."
+            )
+        return cls(
+            vision_config=config.vision_config,
+            text_config=config.text_config,
+            image_token_id=config.image_token_id,
+            image_seq_length=config.image_seq_length,
+            projector_type="mlp2x_gelu",
+            projector_hidden_act=config.projector_hidden_act,
+            projector_bias=getattr(config, "multimodal_projector_bias", True),
+            vision_feature_layer=layer,
+            vision_feature_select_strategy=config.vision_feature_select_strategy,
+            pad_token_id=getattr(config, "pad_token_id", None),
+        )
+
+    def to_native(self) -> PretrainedConfig:
+        """The equivalent native `LlavaConfig`; raises, naming the reason, where the native format cannot express it."""
+        from transformers import LlavaConfig
+
+        if self.projector_type != "mlp2x_gelu":
+            raise ValueError(
+                f"projector_type={self.projector_type!r} cannot be exported: transformers' native llava format only "
+                "has the 2-layer MLP projector ('mlp2x_gelu'). Keep this model in the llava_swap format "
+                "(save_pretrained), which LlavaSwapForCausalLM and the Auto classes load after `import llava_swap`."
+            )
+        if self.vision_feature_select_strategy == "default" and self.num_vision_prefix_tokens != 1:
+            raise ValueError(
+                f"The native format's 'default' strategy drops exactly one token, but {self.vision_config.model_type} "
+                f"has {self.num_vision_prefix_tokens}: use vision_feature_select_strategy='full' before exporting."
+            )
+        return LlavaConfig(
+            vision_config=self.vision_config.to_dict(),
+            text_config=self.text_config.to_dict(),
+            image_token_index=self.image_token_id,
+            image_seq_length=self.image_seq_length,
+            projector_hidden_act=self.projector_hidden_act,
+            vision_feature_select_strategy=self.vision_feature_select_strategy,
+            vision_feature_layer=self.vision_feature_layer,
+            multimodal_projector_bias=self.projector_bias,
+            tie_word_embeddings=self.tie_word_embeddings,
+            pad_token_id=self.pad_token_id,
+        )
+
     @property
     def num_vision_prefix_tokens(self) -> int:
         """Tokens before the patch tokens in the vision encoder's output (CLS for CLIP and DINOv2)."""

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 from transformers import LlavaProcessor
-from transformers.utils.chat_template_utils import render_jinja_template
+
+from . import compat
 
 
 class LlavaSwapProcessor(LlavaProcessor):
@@ -120,10 +121,9 @@ class LlavaSwapProcessor(LlavaProcessor):
 
     def _render(self, conversations, chat_template, add_generation_prompt, continue_final_message):
         """`[(prompt text, generation spans)]`: the template's text and the character spans of the answers."""
-        prompts, spans = render_jinja_template(
-            conversations=conversations,
-            chat_template=chat_template or self.chat_template,
-            return_assistant_tokens_mask=True,
+        prompts, spans = compat.render_with_generation_spans(
+            conversations,
+            chat_template or self.chat_template,
             add_generation_prompt=add_generation_prompt,
             continue_final_message=continue_final_message,
             **self.tokenizer.special_tokens_map,

@@ -1,10 +1,8 @@
-"""`LlavaSwapSFTTrainer`: TRL's SFTTrainer with a strict resume, modality-pure length grouping and a lean loss.
+"""`LlavaSwapSFTTrainer`: TRL's SFTTrainer with modality-pure length grouping and a lean loss.
 
-Differences from TRL's trainer:
+Differences from TRL's trainer (resume is the Trainer's own: `LlavaSwapForCausalLM.load_state_dict` reads the
+checkpoint's on-disk tensor names):
 
-* **Resume.** Checkpoints are saved in the native llava on-disk layout; the Trainer's own resume calls
-  `load_state_dict` with those keys, matches none of them, and only warns: the run would go on from the wrong weights.
-  Loading through `from_pretrained` applies the key mapping, and the strict load proves every tensor came back.
 * **Length grouping by modality.** With `train_sampling_strategy="group_by_length"` (a stage's `group_by_length`),
   batches hold image samples or text-only samples, never both (`sampler.py`, LLaVA's `group_by_modality_length`).
 * **Loss on CPUs.** In a LLaVA sample most tokens carry no label: system prompt, image tokens, question, padding.
@@ -23,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from trl import SFTTrainer
 
+from . import compat
 from .collator import IGNORE_INDEX
-from .modeling_llava_swap import LlavaSwapForCausalLM
 from .sampler import ModalityLengthGroupedSampler
 
 # Most logits (rows x kept positions x vocabulary) the labelled-positions loss builds at once, about 256 MiB in
@@ -34,14 +32,6 @@ METRIC_CHUNK = 1024
 
 
 class LlavaSwapSFTTrainer(SFTTrainer):
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        target = self.accelerator.unwrap_model(model if model is not None else self.model)
-        sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled  # their own checkpoint formats
-        if sharded or not isinstance(target, LlavaSwapForCausalLM):  # PEFT: adapter checkpoints load as usual
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        saved = LlavaSwapForCausalLM.from_pretrained(resume_from_checkpoint, dtype=target.dtype)
-        target.load_state_dict(saved.state_dict(), strict=True)
-
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         columns = getattr(dataset, "column_names", None) or ()
@@ -108,8 +98,7 @@ class LlavaSwapSFTTrainer(SFTTrainer):
             and not sharded_sequence
             and not getattr(peft_config, "is_prompt_learning", False)
             # The metrics TRL's `log` reports; an older or newer TRL without them keeps its own path
-            and hasattr(self, "_metrics")
-            and hasattr(self, "_total_train_tokens")
+            and compat.trl_metrics_available(self)
         )
 
     @torch.no_grad()
@@ -124,13 +113,18 @@ class LlavaSwapSFTTrainer(SFTTrainer):
             num_correct += (chunk.argmax(-1) == answer[start : start + METRIC_CHUNK]).sum()
         num_valid = gather(torch.tensor(answer.numel(), device=answer.device)).sum()
         entropy_sum, num_correct = gather(entropy_sum).sum(), gather(num_correct).sum()
-        self._metrics[mode]["entropy"].append((entropy_sum / num_valid).item() if num_valid > 0 else 0.0)
-        self._metrics[mode]["mean_token_accuracy"].append((num_correct / num_valid).item() if num_valid > 0 else 0.0)
+        trained_tokens = 0
         if mode == "train":
             # Padding-free batches have no attention mask: every position of their single row is a real token
             if "attention_mask" in inputs:
                 local = inputs["attention_mask"].sum()
             else:
                 local = torch.tensor(inputs["position_ids"].size(1), device=inputs["position_ids"].device)
-            self._total_train_tokens += int(gather(local).sum())
-        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            trained_tokens = int(gather(local).sum())
+        compat.record_trl_metrics(
+            self,
+            mode,
+            trained_tokens=trained_tokens,
+            entropy=(entropy_sum / num_valid).item() if num_valid > 0 else 0.0,
+            mean_token_accuracy=(num_correct / num_valid).item() if num_valid > 0 else 0.0,
+        )

@@ -1,0 +1,81 @@
+"""Every transformers / TRL internal llava-swap touches beyond their public API, named in one place.
+
+Each entry says what it is for and why no public path does the job. `tests/test_compat.py` checks each symbol
+against the installed releases, so an upstream rename fails there, by name, instead of as a silent change in
+behaviour somewhere else. The versions these were checked on are in README's Compatibility table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# transformers.conversion_mapping.register_checkpoint_conversion_mapping + core_model_loading.WeightRenaming:
+# the on-disk tensor names of a model type, renamed on load and back on save. `from_pretrained(key_mapping=...)` is
+# public but load-only; saving in the native layout has no other hook.
+CHECKPOINT_LAYOUT = ("transformers.conversion_mapping", "register_checkpoint_conversion_mapping")
+WEIGHT_RENAMING = ("transformers.core_model_loading", "WeightRenaming")
+# transformers.utils.chat_template_utils.render_jinja_template: a chat template's text with the character spans of
+# its {% generation %} blocks. The public `apply_chat_template(return_assistant_tokens_mask=True)` gives token masks
+# whose boundary rules changed between 5.17 and 5.24, and only before `<image>` is expanded; the spans let us place
+# the mask ourselves, identically on every release.
+RENDER_TEMPLATE = ("transformers.utils.chat_template_utils", "render_jinja_template")
+# trl.SFTTrainer._metrics / ._total_train_tokens: where SFTTrainer keeps the per-step metrics its `log` averages
+# (entropy, mean_token_accuracy, num_tokens). The labelled-positions loss computes them itself and must put them
+# where TRL reads them; TRL has no public hook for a subclass's metrics.
+TRL_METRICS = ("_metrics", "_total_train_tokens")
+
+
+def _resolve(module: str, name: str) -> Any:
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def register_checkpoint_layout(model_type: str, renamings: Mapping[str, str]) -> None:
+    """Makes `from_pretrained` rename on-disk tensor names (regex -> module path) for `model_type`, and saving undo it."""
+    register, renaming = _resolve(*CHECKPOINT_LAYOUT), _resolve(*WEIGHT_RENAMING)
+    mapping = [renaming(source_patterns=source, target_patterns=target) for source, target in renamings.items()]
+    register(model_type, mapping, overwrite=True)
+
+
+def render_with_generation_spans(conversations: list, chat_template: str, **kwargs) -> tuple[list[str], list]:
+    """`(prompts, spans)`: each conversation rendered, and the `(start, end)` characters of its generation blocks."""
+    return _resolve(*RENDER_TEMPLATE)(
+        conversations=conversations, chat_template=chat_template, return_assistant_tokens_mask=True, **kwargs
+    )
+
+
+def cache_length(forward_kwargs: Mapping[str, Any]) -> int:
+    """Tokens already in the KV cache passed to a forward; the argument is `cache` from transformers 5.24 on,
+    `past_key_values` before (public names both, renamed upstream)."""
+    cache = forward_kwargs.get("cache", forward_kwargs.get("past_key_values"))
+    return 0 if cache is None else int(cache.get_seq_length())
+
+
+def trl_metrics_available(trainer) -> bool:
+    """Whether `trainer` keeps TRL's per-step metrics where `record_trl_metrics` writes them."""
+    return all(hasattr(trainer, name) for name in TRL_METRICS)
+
+
+def record_trl_metrics(trainer, mode: str, trained_tokens: int = 0, **values: float) -> None:
+    """Appends `values` to the metrics TRL's `log` averages for `mode`, and counts `trained_tokens` (train only)."""
+    metrics = trainer._metrics[mode]
+    for name, value in values.items():
+        metrics[name].append(value)
+    if mode == "train":
+        trainer._total_train_tokens += trained_tokens
+    metrics["num_tokens"] = [trainer._total_train_tokens]
+
+
+__all__ = [
+    "CHECKPOINT_LAYOUT",
+    "RENDER_TEMPLATE",
+    "TRL_METRICS",
+    "WEIGHT_RENAMING",
+    "cache_length",
+    "record_trl_metrics",
+    "register_checkpoint_layout",
+    "render_with_generation_spans",
+    "trl_metrics_available",
+]
