@@ -15,7 +15,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from _helpers import chat_image
 from llava_swap import LlavaSwapForCausalLM, compat
-from llava_swap.modeling_llava_swap import NATIVE_LAYOUT, to_module_names
+from llava_swap.checkpoint_layout import NATIVE_LAYOUT, to_module_names
 
 RELEASE_0_1 = Path(__file__).parent / "fixtures" / "llava_swap-0.1.0.dev0"
 

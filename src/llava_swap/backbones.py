@@ -313,7 +313,7 @@ def _compose(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         projector = LlavaSwapProjector(config)
-        model._init_weights(projector)
+        projector.apply(model._init_weights)  # transformers' init: the LM's normal(0, initializer_range)
     if projector_state is not None:
         _load_projector(projector, projector_state)
     model.model.multi_modal_projector = projector.to(device=language.head.weight.device, dtype=dtype)

@@ -1,20 +1,13 @@
-"""`LlavaSwapForCausalLM`: transformers' own llava, with any projector depth and cached vision features.
+"""`LlavaSwapForCausalLM`: transformers' llava, with any projector depth and precomputed vision features.
 
-The model is `LlavaForConditionalGeneration` (the merge of image features with its count check, the cache, SDPA,
-generation, the loss and the output class are all inherited), so each transformers release brings its llava changes
-here too. What this module adds is only what differs:
-
-* a projector of any depth (`linear`, `mlp2x_gelu`, `mlp{N}x_gelu`), with llava's module names;
-* `forward(image_features=...)`: the vision encoder's selected features, precomputed (a frozen encoder's cache), in
-  place of `pixel_values`; `get_vision_features` computes them;
-* `<image>` tokens given no image fail instead of running on the `<image>` embedding;
-* a config with the backbones' lineage (`LlavaSwapConfig`), and `from_pretrained` that also reads native llava
-  checkpoints (llava-hf/*); on disk both share the native tensor layout (`NATIVE_LAYOUT`).
+Everything else (the image merge and its count check, cache, SDPA, generation, loss, outputs) is inherited from
+`LlavaForConditionalGeneration`, so each transformers release brings its llava changes here too. Added: a projector of
+any depth with llava's module names; `image_features=` (the encoder's selected layer, e.g. from a frozen encoder's
+cache) in place of `pixel_values`; an error for `<image>` tokens given no image; `from_pretrained` of native llava
+checkpoints; and `load_state_dict` of on-disk tensor names (`checkpoint_layout`), which the Trainer's resume uses.
 """
 
 from __future__ import annotations
-
-import re
 
 import torch
 from torch import nn
@@ -26,17 +19,8 @@ from transformers.models.llava.modeling_llava import (
     LlavaPreTrainedModel,
 )
 
-from . import compat
+from . import checkpoint_layout, compat
 from .configuration_llava_swap import LlavaSwapConfig, projector_depth
-
-# On disk, llava checkpoints (llava-hf/*, what vLLM and SGLang read, and ours) keep transformers 4's tensor names;
-# loading renames them to the module tree, saving renames them back.
-NATIVE_LAYOUT = {
-    r"^language_model\.lm_head": "lm_head",
-    r"^language_model\.model": "model.language_model",
-    r"^vision_tower": "model.vision_tower",
-    r"^multi_modal_projector": "model.multi_modal_projector",
-}
 
 
 class LlavaSwapProjector(nn.Module):
@@ -62,18 +46,6 @@ class LlavaSwapPreTrainedModel(LlavaPreTrainedModel):
     config_class = LlavaSwapConfig
     config: LlavaSwapConfig
 
-    def _init_weights(self, module: nn.Module) -> None:
-        # Backbones initialise themselves; the projector gets the LM's usual normal init.
-        if isinstance(module, LlavaSwapProjector):
-            std = getattr(self.config.text_config, "initializer_range", 0.02)
-            for index in range(1, module.depth + 1):
-                linear = getattr(module, f"linear_{index}")
-                nn.init.normal_(linear.weight, mean=0.0, std=std)
-                if linear.bias is not None:
-                    nn.init.zeros_(linear.bias)
-            return
-        super()._init_weights(module)
-
 
 class LlavaSwapModel(LlavaSwapPreTrainedModel, LlavaModel):
     """`LlavaModel` with our projector and precomputed vision features."""
@@ -87,11 +59,7 @@ class LlavaSwapModel(LlavaSwapPreTrainedModel, LlavaModel):
         self.post_init()
 
     def get_vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The selected encoder layer, before the projector: `(num_images, image_seq_length, vision_dim)`.
-
-        What `get_image_features` feeds its projector, and what a frozen encoder's cache stores: pass it back as
-        `forward(image_features=...)`.
-        """
+        """What `get_image_features` feeds the projector (and a frozen encoder's cache stores), `(images, tokens, dim)`."""
         outputs = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
         features = outputs.hidden_states[self.config.vision_feature_layer]  # (images, prefix + patches, vision_dim)
         return features[:, self.config.vision_tokens_dropped :]
@@ -108,40 +76,27 @@ class LlavaSwapModel(LlavaSwapPreTrainedModel, LlavaModel):
             projected = self.multi_modal_projector(image_features.to(projector_dtype)).to(inputs_embeds.dtype)
             mask = self.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds, image_features=projected)
             inputs_embeds, input_ids = inputs_embeds.masked_scatter(mask, projected), None
-        elif pixel_values is None and pre_encoded is None and compat.cache_length(kwargs) == 0:
-            # While prefilling, <image> tokens without an image would silently run on the <image> embedding.
-            self._refuse_image_tokens_without_image(input_ids, inputs_embeds)
+        elif pixel_values is None and pre_encoded is None:
+            self._refuse_image_tokens_without_image(input_ids, kwargs)
         return super().forward(input_ids=input_ids, pixel_values=pixel_values, inputs_embeds=inputs_embeds, **kwargs)
 
-    def _refuse_image_tokens_without_image(self, input_ids, inputs_embeds) -> None:
-        if input_ids is not None:
-            found = int((input_ids == self.config.image_token_id).sum())
-        else:
-            image_embedding = self.get_input_embeddings().weight[self.config.image_token_id]
-            found = int((inputs_embeds == image_embedding).all(-1).sum())
-        if found:
+    def _refuse_image_tokens_without_image(self, input_ids, forward_kwargs) -> None:
+        # While prefilling, <image> tokens without an image would silently run on the <image> embedding.
+        if input_ids is None or compat.cache_length(forward_kwargs) > 0:
+            return
+        if found := int((input_ids == self.config.image_token_id).sum()):
             raise ValueError(
-                f"The text holds {found} <image> tokens but no image was given: pass pixel_values (or image_features) "
-                f"with one image per <image> marker; LlavaSwapProcessor expands each marker to "
-                f"{self.config.image_seq_length} tokens."
+                f"The text holds {found} <image> tokens but no image was given: pass pixel_values (or image_features), "
+                f"one image per <image> marker (LlavaSwapProcessor expands each to {self.config.image_seq_length})."
             )
 
 
 class LlavaSwapForCausalLM(LlavaSwapPreTrainedModel, LlavaForConditionalGeneration):
     """A LLaVA-style vision-language model whose LLM and vision encoder are any compatible checkpoints.
 
-    transformers' `LlavaForConditionalGeneration` with a `LlavaSwapModel` inside: `forward` and `generate` also take
-    `image_features` (`(num_images, image_seq_length, vision_dim)`, from `get_vision_features`) in place of
-    `pixel_values`. Build one from pretrained parts with `llava_swap.build_vlm`, load a saved one (ours or a native
-    llava checkpoint) with `from_pretrained`, and generate like any transformers model:
-
-    ```python
-    >>> model = LlavaSwapForCausalLM.from_pretrained("path/to/model")
-    >>> processor = AutoProcessor.from_pretrained("path/to/model")
-    >>> inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-    ...                                        return_dict=True, return_tensors="pt")
-    >>> model.generate(**inputs, max_new_tokens=32)
-    ```
+    `LlavaForConditionalGeneration` whose `forward` and `generate` also take `image_features` (`(num_images,
+    image_seq_length, vision_dim)`, from `get_vision_features`) in place of `pixel_values`. Build one with
+    `llava_swap.build_vlm`, load one (ours or a native llava checkpoint) with `from_pretrained`.
     """
 
     def __init__(self, config: LlavaSwapConfig):
@@ -150,8 +105,11 @@ class LlavaSwapForCausalLM(LlavaSwapPreTrainedModel, LlavaForConditionalGenerati
         self.model = LlavaSwapModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         # Tie to wherever this LM keeps its input embeddings (llava assumes `embed_tokens`).
-        embedding_name = _module_name(self.model.language_model, self.model.language_model.get_input_embeddings())
-        self._tied_weights_keys = {"lm_head.weight": f"model.language_model.{embedding_name}.weight"}
+        language_model = self.model.language_model
+        embeddings = next(
+            name for name, part in language_model.named_modules() if part is language_model.get_input_embeddings()
+        )
+        self._tied_weights_keys = {"lm_head.weight": f"model.language_model.{embeddings}.weight"}
         self.post_init()
 
     @classmethod
@@ -167,11 +125,8 @@ class LlavaSwapForCausalLM(LlavaSwapPreTrainedModel, LlavaForConditionalGenerati
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """`nn.Module.load_state_dict` that also takes the on-disk layout, as read from a checkpoint's files.
-
-        transformers' Trainer resumes by loading a checkpoint's safetensors file into the model as it is.
-        """
-        return super().load_state_dict(to_module_names(state_dict), strict=strict, assign=assign)
+        """Also takes on-disk tensor names: the Trainer resumes by loading a checkpoint's file into the model as is."""
+        return super().load_state_dict(checkpoint_layout.to_module_names(state_dict), strict=strict, assign=assign)
 
     @property
     def vision_tower(self) -> nn.Module:
@@ -201,25 +156,6 @@ class LlavaSwapForCausalLM(LlavaSwapPreTrainedModel, LlavaForConditionalGenerati
         return model_inputs
 
 
-def to_module_names(state_dict: dict) -> dict:
-    """A state dict with on-disk (native llava) names renamed to the module tree; other names pass unchanged."""
-    renamed = {}
-    for key, value in state_dict.items():
-        for pattern, replacement in NATIVE_LAYOUT.items():
-            key, count = re.subn(pattern, replacement, key)
-            if count:
-                break
-        renamed[key] = value
-    return type(state_dict)(renamed) if isinstance(state_dict, dict) else renamed
+checkpoint_layout.register(LlavaSwapConfig.model_type)
 
-
-def _module_name(root: nn.Module, target: nn.Module) -> str:
-    for name, module in root.named_modules():
-        if module is target:
-            return name
-    raise ValueError(f"{type(target).__name__} is not a submodule of {type(root).__name__}.")
-
-
-compat.register_checkpoint_layout(LlavaSwapConfig.model_type, NATIVE_LAYOUT)
-
-__all__ = ["NATIVE_LAYOUT", "LlavaSwapForCausalLM", "LlavaSwapModel", "LlavaSwapPreTrainedModel", "LlavaSwapProjector"]
+__all__ = ["LlavaSwapForCausalLM", "LlavaSwapModel", "LlavaSwapPreTrainedModel", "LlavaSwapProjector"]
