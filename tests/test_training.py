@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -233,6 +234,26 @@ def test_the_default_recipe_learns(tmp_path):
     assert "accuracy before training" in result.stdout and str(out.relative_to(tmp_path)) in result.stdout
     assert list(out.glob("stage2-finetune/runs/*/events.out.tfevents.*"))  # TensorBoard logs
     LlavaSwapForCausalLM.from_pretrained(out)
+
+
+@pytest.mark.parametrize("language_model", ["full", "lora"])
+def test_stage_killed_while_writing_final_takes_its_last_checkpoint(tmp_path, language_model):
+    """Every step done and checkpointed, final/ not written: resume loads that checkpoint and trains nothing more."""
+    finetune = {"language_model": language_model, "save_steps": 4}
+    if language_model == "lora":
+        finetune.update(lora_r=4, lora_alpha=8)
+    recipe = Recipe.from_dict(short_recipe(tmp_path / "run", finetune=finetune))
+    run_recipe(recipe)
+    stage_dir = tmp_path / "run" / "stage2-finetune"
+    expected = load_file(stage_dir / "final" / "model.safetensors")
+    shutil.rmtree(stage_dir / "final")
+    summary = run_recipe(recipe, resume_from_checkpoint=True)
+    stage = summary["stages"]["stage2-finetune"]
+    assert Path(stage["resumed_from"]).name == "checkpoint-4" and stage["global_step"] == 4
+    assert stage["train_runtime"] == 0.0  # not one more step
+    resumed = load_file(stage_dir / "final" / "model.safetensors")
+    assert resumed.keys() == expected.keys()
+    assert all(torch.equal(resumed[key], expected[key]) for key in expected)
 
 
 def test_init_from_a_stage1_output_and_hf_dataset_input(tmp_path):

@@ -372,6 +372,26 @@ def run_recipe(recipe: Recipe, resume_from_checkpoint: str | bool | None = None)
     return summary
 
 
+def _load_checkpoint_weights(model, checkpoint: str) -> None:
+    """A Trainer checkpoint's weights into the model being trained: adapters into a PEFT model, else everything."""
+    from .modeling_llava_swap import LlavaSwapForCausalLM
+
+    folder = Path(checkpoint)
+    if (folder / "adapter_model.safetensors").exists():  # LoRA / QLoRA: adapters and the projector
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+        return
+    if not (folder / "config.json").exists():
+        raise ValueError(
+            f"{folder} holds no full model to read (an FSDP or DeepSpeed shard checkpoint?): resume it with "
+            "--resume_from_checkpoint under the same launcher configuration it was written with."
+        )
+    saved = LlavaSwapForCausalLM.from_pretrained(folder, dtype=model.dtype)
+    model.load_state_dict(saved.state_dict(), strict=True)
+
+
 def _sharded(state) -> bool:
     """Whether parameters are partitioned across processes (FSDP, DeepSpeed ZeRO-3)."""
     from accelerate.utils import DistributedType
@@ -729,7 +749,7 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
     epoch_before = _checkpoint_state(checkpoint).get("epoch", 0.0)
     if checkpoint and stage.max_steps > 0 and _checkpoint_state(checkpoint).get("global_step", 0) >= stage.max_steps:
         # The stage had finished and was killed while writing final/: take the weights, do not train another step.
-        trainer._load_from_checkpoint(checkpoint)
+        _load_checkpoint_weights(model, checkpoint)
         trainer.state = trainer.state.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
         metrics, training_loss = {"train_runtime": 0.0}, None
     else:
