@@ -23,22 +23,25 @@ Protocol notes (huggingface_hub 2.4, read from its sources):
 
 Environment: huggingface_hub reads `HF_ENDPOINT`, `HF_HUB_OFFLINE`, `HF_HOME`... once, at import time, into
 `huggingface_hub.constants`, and its HTTP event hook refuses every request while `constants.HF_HUB_OFFLINE` is true
-(this test suite sets it). `hub_endpoint(url)` patches all of that for in-process use; `hub_environ(url, home)` builds
-the environment for a subprocess instead. The `hub_server` fixture only starts a server; tests enter `hub_endpoint`.
+(this test suite sets it before anything imports huggingface_hub). So the test process itself never talks to the
+server: clients run in child processes, `run_client(url, home, script)`, whose environment `hub_environ(url, home)`
+points at the server and lifts offline mode. The server runs in a thread of the test process, so tests inspect what
+it stored and received directly. The `hub_server` fixture only starts a server.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import hashlib
 import hmac
 import json
 import os
 import re
+import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import traceback
 from collections.abc import Iterator
@@ -585,7 +588,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # requests are recorded on the HubServer; stderr noise would only clutter test output
 
 
-# ---------------------------------------------------------------------- pointing the client at a server
+# ---------------------------------------------------------------------- clients, in child processes
 
 
 def hub_environ(url: str, home: Path, token: str | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -595,7 +598,8 @@ def hub_environ(url: str, home: Path, token: str | None = None, base: dict[str, 
     `HF_XET_CACHE`, `HF_TOKEN_PATH` (so the user's saved token is neither read nor sent) and
     `HF_HUB_DISABLE_TELEMETRY`, `HF_HUB_DISABLE_UPDATE_CHECK`; sets `HF_TOKEN` to `token` (removed when None); removes
     `HF_HUB_OFFLINE`, `TRANSFORMERS_OFFLINE`, `HUGGINGFACE_HUB_CACHE`, `HUGGINGFACE_ASSETS_CACHE` and
-    `HUGGING_FACE_HUB_TOKEN`. Use it as `subprocess.run(..., env=hub_environ(url, home))`.
+    `HUGGING_FACE_HUB_TOKEN`. `run_client` runs scripts under it; for other commands use
+    `subprocess.run(..., env=hub_environ(url, home))`.
     """
     env = dict(os.environ if base is None else base)
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HUGGINGFACE_HUB_CACHE", "HUGGINGFACE_ASSETS_CACHE"):
@@ -617,131 +621,47 @@ def hub_environ(url: str, home: Path, token: str | None = None, base: dict[str, 
     return env
 
 
-def _constants_for(url: str, home: Path) -> dict[str, Any]:
-    """What `huggingface_hub.constants` would hold had it been imported under `hub_environ(url, home)`."""
-    endpoint = url.rstrip("/")
-    return {
-        "ENDPOINT": endpoint,
-        "HUGGINGFACE_CO_URL_TEMPLATE": endpoint + "/{repo_id}/resolve/{revision}/{filename}",
-        "HF_HUB_OFFLINE": False,
-        "HF_HOME": str(home),
-        "HF_HUB_CACHE": str(home / "hub"),
-        "HUGGINGFACE_HUB_CACHE": str(home / "hub"),
-        "HF_ASSETS_CACHE": str(home / "assets"),
-        "HUGGINGFACE_ASSETS_CACHE": str(home / "assets"),
-        "HF_XET_CACHE": str(home / "xet"),
-        "HF_TOKEN_PATH": str(home / "token"),
-        "HF_STORED_TOKENS_PATH": str(home / "stored_tokens"),
-        "AGENT_HARNESSES_PATH": str(home / ".agent_harnesses.json"),
-        "CHECK_FOR_UPDATE_DONE_PATH": str(home / ".check_for_update_done"),
-        "HF_HUB_DISABLE_TELEMETRY": True,
-        "HF_HUB_DISABLE_UPDATE_CHECK": True,
-    }
+def run_client(url: str, home: Path, script: str, token: str | None = None, timeout: float = 120.0) -> str:
+    """Run the Python `script` in a child process pointed at the Hub at `url` (`hub_environ(url, home, token)`).
 
+    This is how tests talk to a `HubServer`: the suite sets HF_HUB_OFFLINE=1 before huggingface_hub is imported, which
+    freezes offline mode (and the endpoint and cache paths) into this process's `huggingface_hub.constants`; a child
+    imports huggingface_hub afresh under the server's environment, so nothing in this process is patched.
 
-class _Patcher:
-    """Sets attributes and environment variables, and puts every one back (in reverse order) on `restore()`."""
-
-    _MISSING = object()
-
-    def __init__(self) -> None:
-        self._undo: list[tuple[Any, str, Any]] = []
-
-    def setattr(self, target: Any, name: str, value: Any) -> None:
-        self._undo.append((target, name, getattr(target, name, self._MISSING)))
-        setattr(target, name, value)
-
-    def environ(self, env: dict[str, str]) -> None:
-        for name in set(os.environ) | set(env):
-            if os.environ.get(name) != env.get(name):
-                self._undo.append((os.environ, name, os.environ.get(name, self._MISSING)))
-                if name in env:
-                    os.environ[name] = env[name]
-                else:
-                    del os.environ[name]
-
-    def restore(self) -> None:
-        for target, name, old in reversed(self._undo):
-            if target is os.environ:
-                if old is self._MISSING:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = old
-            elif old is self._MISSING:
-                delattr(target, name)
-            else:
-                setattr(target, name, old)
-        self._undo.clear()
-
-
-@contextlib.contextmanager
-def hub_endpoint(url: str, home: Path | None = None, token: str | None = None) -> Iterator[Path]:
-    """Point huggingface_hub and transformers in this process at the Hub at `url`; yields the HF_HOME used.
-
-    huggingface_hub copies its environment into `huggingface_hub.constants` at import time, so setting variables is
-    not enough. For the duration of the block this patches, and afterwards restores:
-
-    - `os.environ` as `hub_environ(url, home, token)` (for subprocesses and anything that reads the environment late);
-    - `huggingface_hub.constants`: `ENDPOINT`, `HUGGINGFACE_CO_URL_TEMPLATE` (what `hf_hub_url` formats download
-      URLs from), `HF_HUB_OFFLINE` (read by `is_offline_mode()`, which the HTTP event hook checks before every
-      request), the cache locations `HF_HOME`, `HF_HUB_CACHE`, `HUGGINGFACE_HUB_CACHE`, `HF_ASSETS_CACHE`,
-      `HUGGINGFACE_ASSETS_CACHE`, `HF_XET_CACHE`, the token files `HF_TOKEN_PATH`, `HF_STORED_TOKENS_PATH`,
-      `AGENT_HARNESSES_PATH`, `CHECK_FOR_UPDATE_DONE_PATH`, and `HF_HUB_DISABLE_TELEMETRY` / `_UPDATE_CHECK`;
-    - the import-time copies `huggingface_hub.utils._cache_manager.HF_HUB_CACHE` and
-      `huggingface_hub.utils._cache_assets.HF_ASSETS_CACHE` (defaults of `scan_cache_dir` / `cached_assets_path`);
-    - the endpoint of the shared `HfApi()` behind huggingface_hub's module-level functions
-      (`huggingface_hub.create_repo`, `upload_folder`, `model_info`...: `huggingface_hub.hf_api.api.endpoint`);
-    - transformers' lazily created shared `HfApi` (`transformers.utils.hub._hf_api`, used by `push_to_hub`,
-      tokenizers' tree listings, `repo_exists`): cleared so it is rebuilt on the patched endpoint, and put back after.
-
-    Not patched: `huggingface_hub.utils._http._HUB_ORIGINS` / `constants.HF_URL_HOSTS` (only used to decide which
-    redirects keep the auth header; this server never redirects), transformers' `HF_MODULES_CACHE` (remote code only).
-    `token`, when given, is exported as `HF_TOKEN` so `from_pretrained` can read private repos without `token=`.
-    `home` defaults to a temporary directory removed on exit: paths that downloads returned inside the block are gone
-    afterwards, so pass a `home` (e.g. under `tmp_path`) to keep them. Blocks nest; each restores what it found.
+    `script` is dedented and run as `python -c` with `home` (created if need be) as working directory, so a repo id
+    such as "org/repo" can never be taken for a local folder. Children report to the test by printing (e.g. one JSON
+    line) or by writing files under the test's tmp_path. Returns the child's stdout; a non-zero exit or a timeout
+    raises AssertionError with the tail of the child's stderr (its traceback).
     """
-    # Imported here, not lazily later: a module first imported inside the block would keep the patched copies.
-    import huggingface_hub.hf_api
-    import huggingface_hub.utils._cache_assets
-    import huggingface_hub.utils._cache_manager
-    from huggingface_hub import constants
-
-    tmp = None
-    if home is None:
-        tmp = tempfile.TemporaryDirectory(prefix="hf_home_")
-        home = Path(tmp.name)
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
-    patcher = _Patcher()
-    had_transformers_api = False
+    command = [sys.executable, "-c", textwrap.dedent(script)]
     try:
-        patcher.environ(hub_environ(url, home, token))
-        values = _constants_for(url, home)
-        for name, value in values.items():
-            patcher.setattr(constants, name, value)
-        patcher.setattr(huggingface_hub.utils._cache_manager, "HF_HUB_CACHE", values["HF_HUB_CACHE"])
-        patcher.setattr(huggingface_hub.utils._cache_assets, "HF_ASSETS_CACHE", values["HF_ASSETS_CACHE"])
-        patcher.setattr(huggingface_hub.hf_api.api, "endpoint", values["ENDPOINT"])
-        transformers_hub = sys.modules.get("transformers.utils.hub")
-        if transformers_hub is not None and hasattr(transformers_hub, "_hf_api"):
-            had_transformers_api = True
-            patcher.setattr(transformers_hub, "_hf_api", None)
-        yield home
-    finally:
-        patcher.restore()
-        # transformers may have been imported inside the block: its fresh shared HfApi must not outlive the endpoint.
-        transformers_hub = sys.modules.get("transformers.utils.hub")
-        if transformers_hub is not None and not had_transformers_api and hasattr(transformers_hub, "_hf_api"):
-            transformers_hub._hf_api = None
-        if tmp is not None:
-            tmp.cleanup()
+        result = subprocess.run(
+            command,
+            env=hub_environ(url, home, token),
+            cwd=home,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as error:
+        stderr = error.stderr.decode(errors="replace") if isinstance(error.stderr, bytes) else error.stderr or ""
+        raise AssertionError(f"hub client timed out after {timeout} s; stderr tail:\n{stderr[-4000:]}") from None
+    if result.returncode != 0:
+        raise AssertionError(
+            f"hub client exited with {result.returncode}; stdout tail:\n{result.stdout[-1000:]}\n"
+            f"stderr tail:\n{result.stderr[-4000:]}"
+        )
+    return result.stdout
 
 
 @pytest.fixture(name="hub_server")
 def hub_server_fixture(tmp_path: Path) -> Iterator[HubServer]:
     """A running `HubServer` (token `DEFAULT_TOKEN`, repos under tmp_path/hub_server), stopped after the test.
 
-    It patches nothing: the suite stays offline until the test enters `hub_endpoint(hub_server.url)`.
+    It patches nothing: this process stays offline; clients reach the server through `run_client(hub_server.url, ...)`.
     Import it as `from hub_server import hub_server_fixture  # noqa: F401` and take a `hub_server` argument: importing
     the name `hub_server` itself works too, but then ruff flags every `hub_server` argument as a redefinition (F811).
     """

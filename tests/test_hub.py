@@ -1,15 +1,24 @@
-"""Model cards from the training record; push and pull through the real huggingface_hub client on loopback."""
+"""Model cards from the training record; push and pull through the real huggingface_hub client on loopback.
+
+Pushes and pulls run in child processes (`run_client`) pointed at a `HubServer` on 127.0.0.1, since this process stays
+offline; children write the logits of what they pulled under tmp_path and the test compares them with its own.
+"""
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 from huggingface_hub import ModelCard
+from safetensors.torch import load_file
 
 from _helpers import two_turn_messages
-from hub_server import hub_endpoint, hub_server_fixture  # noqa: F401
+from hub_server import HubServer, hub_server_fixture, run_client  # noqa: F401 - the fixture
 from llava_swap import LlavaSwapForCausalLM, LlavaSwapProcessor
 from llava_swap.hub import licence_of, push, render_card, write_card
 from llava_swap.training import Recipe, default_recipe, run_recipe
@@ -43,6 +52,47 @@ def _logits(model, processor):
         return model(**inputs).logits
 
 
+# What every child runs first, after its variables: the imports the tests use, `raised` (the error a call raised, as
+# data the test can assert on; an uncaught one fails `run_client` with the child's traceback), and this process's
+# thread count, so the child's matmuls split their reductions the same way and its logits compare bit for bit.
+_CHILD = """
+import json
+import sys
+
+import torch
+
+sys.path.insert(0, tests_dir)
+from _helpers import two_turn_messages
+from safetensors.torch import save_file
+
+from llava_swap import LlavaSwapForCausalLM
+from llava_swap.hub import push
+
+torch.set_num_threads(threads)
+
+
+def raised(call, *args, **kwargs):
+    try:
+        call(*args, **kwargs)
+    except Exception as error:
+        return {"error": type(error).__name__, "message": str(error)}
+    return None
+
+"""
+
+
+def _run(hub: HubServer, tmp_path: Path, body: str, **values) -> dict:
+    """Run `_CHILD`, `_logits` (the very source above) and `body` against `hub`; its last stdout line, as JSON.
+
+    Each keyword becomes a variable of the child (paths as strings, everything else by its repr). The child has no
+    HF_TOKEN: `push` gets its `token=` argument, as a user's script would.
+    """
+    values = {"tests_dir": Path(__file__).resolve().parent, "threads": torch.get_num_threads(), **values}
+    bindings = "".join(f"{name} = {(str(v) if isinstance(v, Path) else v)!r}\n" for name, v in values.items())
+    script = bindings + _CHILD + inspect.getsource(_logits) + textwrap.dedent(body)
+    return json.loads(run_client(hub.url, tmp_path / "hf_home", script, timeout=240).splitlines()[-1])
+
+
 def test_card_parses_back_with_metrics_and_every_section(trained):
     path = write_card(trained, repo_id="org/tiny-llava")
     card = ModelCard.load(path)
@@ -66,20 +116,35 @@ def test_licence_and_base_model_follow_the_backbones():
     assert licence_of("huggyllama/llama-7b") == "other"
 
 
-def test_push_native_then_pull_gives_identical_logits(trained, hub_server):
+def test_push_native_then_pull_gives_identical_logits(trained, hub_server, tmp_path):
+    from transformers import LlavaForConditionalGeneration
+
     model, processor = LlavaSwapForCausalLM.from_pretrained(trained), LlavaSwapProcessor.from_pretrained(trained)
     expected = _logits(model, processor)
-    with hub_endpoint(hub_server.url):
-        chosen = push(trained, "org/tiny-native", token=hub_server.token, endpoint=hub_server.url)
-        assert chosen == "native"
-        from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaForConditionalGeneration
+    result = _run(
+        hub_server,
+        tmp_path,
+        """
+        from transformers import AutoModelForImageTextToText, AutoProcessor
 
+        chosen = push(trained, "org/tiny-native", token=token, endpoint=url)
         native = AutoModelForImageTextToText.from_pretrained("org/tiny-native")
-        assert type(native) is LlavaForConditionalGeneration
         ours = LlavaSwapForCausalLM.from_pretrained("org/tiny-native")
-        pulled_processor = AutoProcessor.from_pretrained("org/tiny-native")
-    assert torch.equal(_logits(native, pulled_processor), expected)
-    assert torch.equal(_logits(ours, pulled_processor), expected)
+        processor = AutoProcessor.from_pretrained("org/tiny-native")
+        save_file({"native": _logits(native, processor), "ours": _logits(ours, processor)}, out)
+        print(json.dumps({"chosen": chosen, "native": [type(native).__module__, type(native).__qualname__]}))
+        """,
+        trained=trained,
+        token=hub_server.token,
+        url=hub_server.url,
+        out=tmp_path / "logits.safetensors",
+    )
+
+    assert result["chosen"] == "native"
+    assert result["native"] == [LlavaForConditionalGeneration.__module__, LlavaForConditionalGeneration.__qualname__]
+    pulled = load_file(tmp_path / "logits.safetensors")
+    assert torch.equal(pulled["native"], expected)
+    assert torch.equal(pulled["ours"], expected)
     files = hub_server.files("org/tiny-native")
     assert "README.md" in files and "model.safetensors" in files
     card = files["README.md"].decode()
@@ -94,34 +159,64 @@ def test_push_llava_swap_format_when_native_cannot_express_it(tiny_lm, tiny_visi
     model.save_pretrained(tmp_path / "linear")
     processor.save_pretrained(tmp_path / "linear")
     expected = _logits(model, processor)
-    with hub_endpoint(hub_server.url):
-        with pytest.raises(ValueError, match="projector_type='linear' cannot be exported"):
-            push(
-                tmp_path / "linear", "org/tiny-linear", format="native", token=hub_server.token, endpoint=hub_server.url
-            )
-        assert (
-            push(tmp_path / "linear", "org/tiny-linear", token=hub_server.token, endpoint=hub_server.url)
-            == "llava_swap"
-        )
+    result = _run(
+        hub_server,
+        tmp_path,
+        """
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
+        native = raised(push, folder, "org/tiny-linear", format="native", token=token, endpoint=url)
+        chosen = push(folder, "org/tiny-linear", token=token, endpoint=url)
         pulled = AutoModelForImageTextToText.from_pretrained("org/tiny-linear")
-        pulled_processor = AutoProcessor.from_pretrained("org/tiny-linear")
-    assert type(pulled) is LlavaSwapForCausalLM and pulled.config.projector_type == "linear"
-    assert torch.equal(_logits(pulled, pulled_processor), expected)
+        processor = AutoProcessor.from_pretrained("org/tiny-linear")
+        save_file({"logits": _logits(pulled, processor)}, out)
+        print(json.dumps({
+            "native": native,
+            "chosen": chosen,
+            "pulled": [type(pulled).__module__, type(pulled).__qualname__],
+            "projector_type": pulled.config.projector_type,
+        }))
+        """,
+        folder=tmp_path / "linear",
+        token=hub_server.token,
+        url=hub_server.url,
+        out=tmp_path / "logits.safetensors",
+    )
+
+    assert result["native"]["error"] == "ValueError"
+    assert "projector_type='linear' cannot be exported" in result["native"]["message"]
+    assert result["chosen"] == "llava_swap"
+    assert result["pulled"] == [LlavaSwapForCausalLM.__module__, LlavaSwapForCausalLM.__qualname__]
+    assert result["projector_type"] == "linear"
+    assert torch.equal(load_file(tmp_path / "logits.safetensors")["logits"], expected)
     assert "pip install llava-swap" in hub_server.files("org/tiny-linear")["README.md"].decode()
 
 
-def test_push_errors_offline_and_unauthenticated(trained, hub_server, monkeypatch):
-    # Offline (the test suite's own setting): a clear error, nothing sent.
-    sent = len(hub_server.requests)
+def test_push_errors_offline_and_unauthenticated(trained, hub_server, tmp_path):
+    # Offline (the test suite's own setting, in this process): a clear error, nothing sent.
     with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE=1"):
         push(trained, "org/offline", format="llava_swap", token=hub_server.token, endpoint=hub_server.url)
-    assert len(hub_server.requests) == sent
-    with hub_endpoint(hub_server.url):
-        monkeypatch.delenv("HF_TOKEN", raising=False)
-        with pytest.raises(PermissionError, match="hf auth login"):
-            push(trained, "org/no-token", format="llava_swap", token="hf_wrong", endpoint=hub_server.url)
+    assert hub_server.requests == []
+    # Online without a usable token (the child has no HF_TOKEN and no saved token): a PermissionError saying how.
+    result = _run(
+        hub_server,
+        tmp_path,
+        """
+        print(json.dumps({
+            "wrong": raised(push, trained, "org/no-token", format="llava_swap", token="hf_wrong", endpoint=url),
+            "none": raised(push, trained, "org/no-token", format="llava_swap", endpoint=url),
+        }))
+        """,
+        trained=trained,
+        url=hub_server.url,
+    )
+
+    for attempt in ("wrong", "none"):
+        assert result[attempt] is not None, f"{attempt}: the push went through"
+        assert result[attempt]["error"] == "PermissionError", result[attempt]
+        assert "hf auth login" in result[attempt]["message"]
+    # Both attempts reached the server and were refused there: no repo was created.
+    assert len(hub_server.requests_to("/api/repos/create")) == 2 and hub_server.repo_ids() == []
 
 
 def test_render_card_without_training_record(tiny_lm, tiny_vision, tmp_path):
@@ -131,4 +226,4 @@ def test_render_card_without_training_record(tiny_lm, tiny_vision, tmp_path):
     model.save_pretrained(tmp_path)
     card = render_card(tmp_path)
     assert "No evaluation was recorded" in card.text and "llm-llama2" in card.data.to_dict()["tags"]
-    assert os.environ.get("HF_HUB_OFFLINE") == "1"  # the fixture restored the suite's offline setting
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"  # no test of this module lifted the suite's offline setting
