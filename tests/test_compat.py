@@ -97,6 +97,25 @@ def test_transformers_internals_are_where_compat_says(symbol):
     assert hasattr(importlib.import_module(module), name), f"{module}.{name} moved: update llava_swap/compat.py"
 
 
+@pytest.mark.parametrize("symbol", [compat.TRAINER_SAMPLER_HOOK, compat.INIT_WEIGHTS, compat.ATTN_IMPLEMENTATION])
+def test_transformers_hooks_are_where_compat_says(symbol):
+    module, owner, name = symbol
+    assert hasattr(getattr(importlib.import_module(module), owner), name), f"{owner}.{name} moved: see compat.py"
+
+
+def test_hooks_behave_as_compat_uses_them(built):
+    from transformers import Trainer
+
+    model, _ = built("llama3", "clip")
+    assert list(inspect.signature(Trainer._get_train_sampler).parameters)[:2] == ["self", "train_dataset"]
+    assert compat.attn_implementation(model.language_model) == "sdpa"
+    projector = copy.deepcopy(model.multi_modal_projector)
+    torch.nn.init.zeros_(projector.linear_1.weight)
+    torch.nn.init.ones_(projector.linear_1.bias)
+    compat.init_module(model, projector)  # normal(0, 0.02) weights, zero biases
+    assert projector.linear_1.bias.abs().sum() == 0 and 0.01 < projector.linear_1.weight.std() < 0.03
+
+
 def test_internal_signatures_are_what_compat_calls():
     from transformers.conversion_mapping import register_checkpoint_conversion_mapping
     from transformers.utils.chat_template_utils import render_jinja_template

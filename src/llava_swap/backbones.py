@@ -30,6 +30,7 @@ from transformers.models.auto.image_processing_auto import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from . import compat
 from .configuration_llava_swap import VISION_KINDS, LlavaSwapConfig, VisionKind, vision_kind
 from .families import IMAGE_TOKEN, detect_family, prepare_tokenizer, resolve_template, stop_tokens
 from .modeling_llava_swap import LlavaSwapForCausalLM, LlavaSwapProjector
@@ -313,7 +314,7 @@ def _compose(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         projector = LlavaSwapProjector(config)
-        projector.apply(model._init_weights)  # transformers' init: the LM's normal(0, initializer_range)
+        compat.init_module(model, projector)  # transformers' init: the LM's normal(0, initializer_range)
     if projector_state is not None:
         _load_projector(projector, projector_state)
     model.model.multi_modal_projector = projector.to(device=language.head.weight.device, dtype=dtype)

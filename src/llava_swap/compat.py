@@ -24,6 +24,16 @@ RENDER_TEMPLATE = ("transformers.utils.chat_template_utils", "render_jinja_templ
 # (entropy, mean_token_accuracy, num_tokens). The labelled-positions loss computes them itself and must put them
 # where TRL reads them; TRL has no public hook for a subclass's metrics.
 TRL_METRICS = ("_metrics", "_total_train_tokens")
+# transformers.Trainer._get_train_sampler: the Trainer's only sampler hook. `LlavaSwapSFTTrainer` overrides it for
+# modality-pure length groups, as LLaVA's own trainer does; `get_train_dataloader` is public but would mean
+# rebuilding the whole dataloader.
+TRAINER_SAMPLER_HOOK = ("transformers", "Trainer", "_get_train_sampler")
+# transformers.PreTrainedModel._init_weights: the documented per-module init of a model; a projector built fresh for
+# swapped backbones is initialised with it (the public `init_weights` would re-initialise loaded backbones too).
+INIT_WEIGHTS = ("transformers", "PreTrainedModel", "_init_weights")
+# PretrainedConfig._attn_implementation: the attention a model runs; `set_attn_implementation` is the public setter,
+# there is no public getter. Relevancy maps switch to eager attention and back.
+ATTN_IMPLEMENTATION = ("transformers", "PretrainedConfig", "_attn_implementation")
 
 
 def _resolve(module: str, name: str) -> Any:
@@ -53,6 +63,16 @@ def cache_length(forward_kwargs: Mapping[str, Any]) -> int:
     return 0 if cache is None else int(cache.get_seq_length())
 
 
+def init_module(model, module) -> None:
+    """Initialises a module built for `model` (and its children) the way transformers initialises `model`'s own."""
+    module.apply(getattr(model, INIT_WEIGHTS[2]))
+
+
+def attn_implementation(model) -> str | None:
+    """The attention implementation `model` runs (`"sdpa"`, `"eager"`, ...)."""
+    return getattr(model.config, ATTN_IMPLEMENTATION[2])
+
+
 def trl_metrics_available(trainer) -> bool:
     """Whether `trainer` keeps TRL's per-step metrics where `record_trl_metrics` writes them."""
     return all(hasattr(trainer, name) for name in TRL_METRICS)
@@ -69,11 +89,16 @@ def record_trl_metrics(trainer, mode: str, trained_tokens: int = 0, **values: fl
 
 
 __all__ = [
+    "ATTN_IMPLEMENTATION",
     "CHECKPOINT_LAYOUT",
+    "INIT_WEIGHTS",
     "RENDER_TEMPLATE",
+    "TRAINER_SAMPLER_HOOK",
     "TRL_METRICS",
     "WEIGHT_RENAMING",
+    "attn_implementation",
     "cache_length",
+    "init_module",
     "record_trl_metrics",
     "register_checkpoint_layout",
     "render_with_generation_spans",

@@ -32,7 +32,7 @@ METRIC_CHUNK = 1024
 
 
 class LlavaSwapSFTTrainer(SFTTrainer):
-    def _get_train_sampler(self, train_dataset=None):
+    def _get_train_sampler(self, train_dataset=None):  # compat.TRAINER_SAMPLER_HOOK
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         columns = getattr(dataset, "column_names", None) or ()
         grouped = getattr(self.args, "train_sampling_strategy", None) == "group_by_length"

@@ -14,12 +14,13 @@ import math
 
 import torch
 
+from .. import compat
+
 
 @contextlib.contextmanager
 def _eager_attention(model):
     """Attention probabilities with gradients need the eager implementation; restore whatever was there."""
-    language_model = model.language_model
-    previous = language_model.config._attn_implementation
+    previous = compat.attn_implementation(model.language_model)
     model.set_attn_implementation("eager")
     try:
         yield
