@@ -71,6 +71,19 @@ def test_load_state_dict_takes_the_on_disk_layout():
     assert all(torch.equal(value, reference[key]) for key, value in model.state_dict().items())
 
 
+def test_load_state_dict_restores_tied_weights_from_a_file(built, tmp_path):
+    """Gemma ties its head to its embeddings: the file keeps one copy, and a strict load still succeeds."""
+    model, _ = built("gemma", "clip")
+    model.save_pretrained(tmp_path)
+    on_disk = load_file(tmp_path / "model.safetensors")
+    assert "lm_head.weight" not in on_disk and "language_model.lm_head.weight" not in on_disk
+    fresh = copy.deepcopy(model)
+    for parameter in fresh.parameters():
+        parameter.data.zero_()
+    fresh.load_state_dict(on_disk, strict=True)
+    assert all(torch.equal(value, model.state_dict()[key]) for key, value in fresh.state_dict().items())
+
+
 def test_to_module_names_renames_only_the_on_disk_prefixes():
     renamed = to_module_names(
         {
@@ -123,6 +136,9 @@ def test_internal_signatures_are_what_compat_calls():
     assert {"model_type_or_class_name", "mapping", "overwrite"} <= set(
         inspect.signature(register_checkpoint_conversion_mapping).parameters
     )
+    from transformers.core_model_loading import WeightRenaming
+
+    assert {"source_patterns", "target_patterns"} <= set(inspect.signature(WeightRenaming).parameters)
     assert {"conversations", "chat_template", "return_assistant_tokens_mask"} <= set(
         inspect.signature(render_jinja_template).parameters
     )

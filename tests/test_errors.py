@@ -58,6 +58,8 @@ def test_unknown_family_and_projector(tiny_lm, tiny_vision):
 def test_vision_feature_layer_out_of_range(tiny_lm, tiny_vision):
     with pytest.raises(ValueError, match=r"vision_feature_layer=-5 is out of range.*\[-3, 2\]"):
         build_vlm(tiny_lm("llama3"), tiny_vision("clip"), vision_feature_layer=-5)
+    with pytest.raises(ValueError, match=r"vision_feature_layer=0 selects the patch embeddings.*e\.g\. -2"):
+        build_vlm(tiny_lm("llama3"), tiny_vision("clip"), vision_feature_layer=0)
 
 
 def _config(**kwargs) -> LlavaSwapConfig:

@@ -227,6 +227,31 @@ def test_generate_from_precomputed_features(built):
             assert torch.equal(generated, reference)
 
 
+def test_beam_search_and_several_sequences_from_features_equal_pixels(built):
+    """Two images in one prompt: each beam and returned sequence must get both images, in order, on either path."""
+    model, processor = built("llama3", "clip")
+    content = [{"type": "image", "image": chat_image(seed)} for seed in (0, 1)] + [{"type": "text", "text": "Same?"}]
+    prompt = _inputs(processor, [{"role": "user", "content": content}], add_generation_prompt=True)
+    settings = {"max_new_tokens": 6, "do_sample": False, "num_beams": 3, "num_return_sequences": 2}
+    with torch.no_grad():
+        from_pixels = model.generate(**prompt, **settings)
+        features = model.get_vision_features(prompt.pop("pixel_values"))
+        from_features = model.generate(**prompt, image_features=features, **settings)
+        swapped = model.generate(**prompt, image_features=features.flip(0), **settings)
+    assert from_pixels.shape[0] == 2 and torch.equal(from_features, from_pixels)
+    assert not torch.equal(swapped, from_pixels)  # the order of the images matters, so the check can fail
+
+
+def test_embeddings_with_image_tokens_but_no_image_fail_loudly(built):
+    model, processor = built("llama3", "clip")
+    inputs = _inputs(processor)
+    embeds = model.get_input_embeddings()(inputs["input_ids"])
+    with pytest.raises(ValueError, match=r"The text holds 16 <image> tokens but no image was given"):
+        model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"])
+    with pytest.raises(ValueError, match="not both"):
+        model.generate(**inputs, image_features=model.get_vision_features(inputs["pixel_values"]), max_new_tokens=1)
+
+
 def test_bf16_llm_with_fp32_encoder_is_one_dtype_and_reloads_exactly(tiny_lm, tiny_vision, tmp_path):
     from llava_swap import build_vlm, export_hf_llava
 

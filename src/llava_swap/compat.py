@@ -7,6 +7,7 @@ behaviour somewhere else. The versions these were checked on are in README's Com
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,6 +74,12 @@ def attn_implementation(model) -> str | None:
     return getattr(model.config, ATTN_IMPLEMENTATION[2])
 
 
+def generate_encodes_images_first(model) -> bool:
+    """Whether `generate` encodes images before the first forward and hands them over as `mm_encoder_outputs`
+    (transformers 5.24 on), told as transformers tells it: by the forward's signature."""
+    return "mm_encoder_outputs" in inspect.signature(model.forward).parameters
+
+
 def trl_metrics_available(trainer) -> bool:
     """Whether `trainer` keeps TRL's per-step metrics where `record_trl_metrics` writes them."""
     return all(hasattr(trainer, name) for name in TRL_METRICS)
@@ -98,6 +105,7 @@ __all__ = [
     "WEIGHT_RENAMING",
     "attn_implementation",
     "cache_length",
+    "generate_encodes_images_first",
     "init_module",
     "record_trl_metrics",
     "register_checkpoint_layout",

@@ -140,6 +140,11 @@ class LlavaSwapConfig(PretrainedConfig):
                 f"vision_feature_select_strategy='default' drops a CLS token, but {vision_type} has none: "
                 "use 'full' so no image patch is thrown away."
             )
+        if self.vision_feature_layer == 0:
+            raise ValueError(
+                "vision_feature_layer=0 selects the patch embeddings before any encoder layer, which transformers' "
+                "llava reads as 'no hidden states' (5.24): pick an encoder layer, e.g. -2 (LLaVA's choice) or 1."
+            )
         num_states = self.vision_config.num_hidden_layers + 1  # embeddings + one per layer
         if not -num_states <= self.vision_feature_layer < num_states:
             raise ValueError(

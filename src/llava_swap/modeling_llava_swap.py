@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.activations import ACT2FN
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.llava.modeling_llava import (
     LlavaForConditionalGeneration,
     LlavaModel,
@@ -64,27 +65,35 @@ class LlavaSwapModel(LlavaSwapPreTrainedModel, LlavaModel):
         features = outputs.hidden_states[self.config.vision_feature_layer]  # (images, prefix + patches, vision_dim)
         return features[:, self.config.vision_tokens_dropped :]
 
+    def project(self, image_features: torch.Tensor) -> torch.Tensor:
+        """Precomputed vision features through the projector: `(images, tokens, text_hidden)`."""
+        return self.multi_modal_projector(image_features.to(self.multi_modal_projector.linear_1.weight.dtype))
+
     def forward(self, input_ids=None, pixel_values=None, inputs_embeds=None, image_features=None, **kwargs):
         pre_encoded = (kwargs.get("mm_encoder_outputs") or {}).get("image")  # generate encodes images first (5.24+)
         if image_features is not None:
-            if pixel_values is not None:
+            if pixel_values is not None or pre_encoded is not None:
                 raise ValueError("Pass pixel_values or precomputed image_features, not both.")
             # Project and merge here, with llava's own count check, and hand llava the merged embeddings.
             if inputs_embeds is None:
                 inputs_embeds = self.get_input_embeddings()(input_ids)
-            projector_dtype = self.multi_modal_projector.linear_1.weight.dtype
-            projected = self.multi_modal_projector(image_features.to(projector_dtype)).to(inputs_embeds.dtype)
+            projected = self.project(image_features).to(inputs_embeds.device, inputs_embeds.dtype)
             mask = self.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds, image_features=projected)
             inputs_embeds, input_ids = inputs_embeds.masked_scatter(mask, projected), None
         elif pixel_values is None and pre_encoded is None:
-            self._refuse_image_tokens_without_image(input_ids, kwargs)
+            self._refuse_image_tokens_without_image(input_ids, inputs_embeds, kwargs)
         return super().forward(input_ids=input_ids, pixel_values=pixel_values, inputs_embeds=inputs_embeds, **kwargs)
 
-    def _refuse_image_tokens_without_image(self, input_ids, forward_kwargs) -> None:
+    def _refuse_image_tokens_without_image(self, input_ids, inputs_embeds, forward_kwargs) -> None:
         # While prefilling, <image> tokens without an image would silently run on the <image> embedding.
-        if input_ids is None or compat.cache_length(forward_kwargs) > 0:
+        if compat.cache_length(forward_kwargs) > 0:
             return
-        if found := int((input_ids == self.config.image_token_id).sum()):
+        if input_ids is not None:
+            found = int((input_ids == self.config.image_token_id).sum())
+        else:  # embeddings only: find the image tokens by their embedding, as llava does
+            image_embedding = self.get_input_embeddings().weight[self.config.image_token_id]
+            found = int((inputs_embeds == image_embedding.to(inputs_embeds.dtype)).all(-1).sum())
+        if found:
             raise ValueError(
                 f"The text holds {found} <image> tokens but no image was given: pass pixel_values (or image_features), "
                 f"one image per <image> marker (LlavaSwapProcessor expands each to {self.config.image_seq_length})."
@@ -125,8 +134,13 @@ class LlavaSwapForCausalLM(LlavaSwapPreTrainedModel, LlavaForConditionalGenerati
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Also takes on-disk tensor names: the Trainer resumes by loading a checkpoint's file into the model as is."""
-        return super().load_state_dict(checkpoint_layout.to_module_names(state_dict), strict=strict, assign=assign)
+        """Also takes a checkpoint file's tensors as they are (on-disk names, no tied copy): the Trainer resumes so."""
+        state_dict = checkpoint_layout.to_module_names(state_dict)
+        if self.config.tie_word_embeddings:  # files keep one copy of tied weights: the other is its source
+            for tied, source in self._tied_weights_keys.items():
+                if tied not in state_dict and source in state_dict:
+                    state_dict[tied] = state_dict[source]
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @property
     def vision_tower(self) -> nn.Module:
@@ -143,6 +157,19 @@ class LlavaSwapForCausalLM(LlavaSwapPreTrainedModel, LlavaForConditionalGenerati
     def get_vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """See `LlavaSwapModel.get_vision_features`."""
         return self.model.get_vision_features(pixel_values)
+
+    def generate(self, *args, image_features=None, **kwargs):
+        """`GenerationMixin.generate`, also from precomputed `image_features`."""
+        if image_features is not None and compat.generate_encodes_images_first(self):
+            # transformers >= 5.24 encodes images before generating and copies them per beam and returned sequence
+            # (and per chunk of a chunked prefill) by counting <image> tokens: hand it ours, projected, the same way.
+            if kwargs.get("pixel_values") is not None:
+                raise ValueError("Pass pixel_values or precomputed image_features, not both.")
+            projected = list(self.model.project(image_features))  # what get_image_features returns: one per image
+            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=projected)}
+        elif image_features is not None:
+            kwargs["image_features"] = image_features
+        return super().generate(*args, **kwargs)
 
     def prepare_inputs_for_generation(
         self, input_ids, inputs_embeds=None, image_features=None, is_first_iteration=False, **kwargs
