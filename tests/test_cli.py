@@ -39,3 +39,27 @@ def test_version_names_the_package_and_its_stack(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"llava-swap {llava_swap.__version__}"
     assert lines[1:] == [f"{name} {version(name)}" for name in ("transformers", "trl", "peft", "accelerate", "torch")]
+
+
+def test_quiet_and_verbose_set_which_library_messages_the_command_prints(capsys):
+    import logging
+
+    import transformers
+
+    from llava_swap.cli import configure_logging, make_parser
+
+    library = logging.getLogger("llava_swap.training")  # library modules log; the command line decides what shows
+    try:
+        for flags, shown in (([], ["info", "warning"]), (["-q"], ["warning"]), (["-v"], ["debug", "info", "warning"])):
+            args = make_parser().parse_args([*flags, "export", "--model", "m", "--out", "o"])
+            configure_logging(args.verbosity)
+            configure_logging(args.verbosity)  # again: still one handler, so each message shows once
+            library.debug("debug")
+            library.info("info")
+            library.warning("warning")
+            assert capsys.readouterr().out.split() == shown, flags
+    finally:
+        logging.getLogger("llava_swap").setLevel(logging.NOTSET)
+        transformers.logging.set_verbosity_error()
+    with pytest.raises(SystemExit):
+        make_parser().parse_args(["-q", "-v", "export", "--model", "m", "--out", "o"])  # one or the other

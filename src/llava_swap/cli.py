@@ -8,6 +8,7 @@ image. `llava-swap export` converts a saved model to transformers' native llava 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 import time
@@ -26,7 +27,8 @@ def _demo_image(size: int = 64):
 def demo(args: argparse.Namespace) -> int:
     import torch
 
-    from . import build_vlm, tiny
+    from . import tiny
+    from .backbones import build_vlm
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
@@ -115,7 +117,48 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 def train_main(argv: list[str] | None = None) -> int:
     """Entry point of recipes/sft.py: the `train` command without the subcommand word."""
     parser = add_train_arguments(argparse.ArgumentParser(prog="sft.py", description="LLaVA two-stage finetuning"))
-    return train(parser.parse_args(argv))
+    args = add_verbosity_arguments(parser).parse_args(argv)
+    configure_logging(args.verbosity)
+    return train(args)
+
+
+def add_verbosity_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=logging.DEBUG,
+                        help="also print llava-swap's debug messages and transformers' info")  # fmt: skip
+    chosen.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=logging.WARNING,
+                        help="print warnings and errors only")  # fmt: skip
+    parser.set_defaults(verbosity=logging.INFO)
+    return parser
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stdout` is when a message comes (a test's capture, a redirected stream)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns one; the current sys.stdout always wins
+        pass
+
+
+def configure_logging(level: int) -> None:
+    """llava-swap's messages on stdout, one a line, from `level` up (library code logs; the command line shows)."""
+    import transformers
+
+    logger = logging.getLogger("llava_swap")
+    for handler in [h for h in logger.handlers if isinstance(h, _StdoutHandler)]:
+        logger.removeHandler(handler)  # one handler however often main() runs
+    handler = _StdoutHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    if level <= logging.DEBUG:
+        transformers.logging.set_verbosity_info()
+    elif level >= logging.WARNING:
+        transformers.logging.set_verbosity_warning()
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -182,7 +225,9 @@ def push(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    from . import LlavaSwapForCausalLM, LlavaSwapProcessor, export_hf_llava
+    from .interop import export_hf_llava
+    from .modeling_llava_swap import LlavaSwapForCausalLM
+    from .processing_llava_swap import LlavaSwapProcessor
 
     model = LlavaSwapForCausalLM.from_pretrained(args.model)
     processor = LlavaSwapProcessor.from_pretrained(args.model)
@@ -198,15 +243,13 @@ def version_report() -> str:
     """`llava-swap X` and the installed releases of the stack it runs on (what a bug report needs)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
-
     def installed(name: str) -> str:
         try:
             return version(name)
         except PackageNotFoundError:
             return "not installed"
 
-    return "\n".join([f"llava-swap {__version__}", *(f"{name} {installed(name)}" for name in STACK)])
+    return "\n".join(f"{name} {installed(name)}" for name in ("llava-swap", *STACK))
 
 
 class _PrintVersions(argparse.Action):
@@ -224,7 +267,7 @@ class _PrintVersions(argparse.Action):
 def make_parser() -> argparse.ArgumentParser:
     from . import tiny
 
-    parser = argparse.ArgumentParser(prog="llava-swap", description=__doc__.splitlines()[0])
+    parser = add_verbosity_arguments(argparse.ArgumentParser(prog="llava-swap", description=__doc__.splitlines()[0]))
     parser.add_argument(
         "--version",
         action=_PrintVersions,
@@ -303,6 +346,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    configure_logging(args.verbosity)
     return args.func(args)
 
 

@@ -236,7 +236,7 @@ def evaluate_model(
 
     Writes `predictions.jsonl` and `metrics.json` into `out_dir` when given.
     """
-    from . import LlavaSwapForCausalLM
+    from .modeling_llava_swap import LlavaSwapForCausalLM
     from .tasks import get_task
 
     task_spec = get_task(task)

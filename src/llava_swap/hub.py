@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 # Licence of a backbone, by the start of its Hub id: the card's licence is the most restrictive of the two parts.
 LICENCES = (
@@ -197,8 +200,9 @@ def push(
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-    from . import LlavaSwapForCausalLM, LlavaSwapProcessor
     from .interop import export_hf_llava
+    from .modeling_llava_swap import LlavaSwapForCausalLM
+    from .processing_llava_swap import LlavaSwapProcessor
 
     if format not in (None, "native", "llava_swap"):
         raise ValueError(f"format={format!r}: use 'native' (transformers' llava) or 'llava_swap'.")
@@ -217,7 +221,7 @@ def push(
             except ValueError as error:
                 if format == "native":
                     raise
-                print(f"pushing the llava_swap format: {error}")
+                logger.warning(f"pushing the llava_swap format: {error}")
         if chosen == "llava_swap":
             folder = Path(staging) / "llava_swap"
             _copy_model_files(model_dir, folder)

@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import shutil
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from typing import Any
 import yaml
 
 from .training import Recipe, default_recipe
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TASKS = ("vqa_scene", "seismic_description", "seismic_coordinates")
 VARIANT_DONE = "variant.json"
@@ -230,15 +233,15 @@ def run_variant(study, variant: Variant, recipe: Recipe, data, folders, out: Pat
     from .training import run_recipe
 
     variant_dir = Path(recipe.output_dir)
-    print_ = f"[study] {variant.name}"
+    name = f"[study] {variant.name}"
     key = fingerprint(recipe, data)
     done = variant_dir / VARIANT_DONE
     if done.exists() and json.loads(done.read_text()).get("fingerprint") == key:
-        print(f"{print_}: finished before with the same manifest entry: reused")
+        logger.info(f"{name}: finished before with the same manifest entry: reused")
         return "reused"
     if variant_dir.exists():  # a changed entry or an interrupted run: start this variant afresh
         shutil.rmtree(variant_dir)
-    print(f"{print_}: training {variant.language_model} + {variant.vision_model or study.vision_model}")
+    logger.info(f"{name}: training {variant.language_model} + {variant.vision_model or study.vision_model}")
     summary = run_recipe(recipe)
     evaluate_variant(study, variant_dir, folders)
     done.write_text(
@@ -252,11 +255,12 @@ def evaluate_variant(study: StudyConfig, variant_dir: Path, folders: dict[str, P
     import numpy as np
     import torch
 
-    from . import LlavaSwapForCausalLM, LlavaSwapProcessor
     from .analysis.relevancy import relevancy
     from .analysis.representations import pooled_hidden_states
     from .collator import with_images
     from .evaluation import answer_probabilities, evaluate_rows, prompt_messages, write_results
+    from .modeling_llava_swap import LlavaSwapForCausalLM
+    from .processing_llava_swap import LlavaSwapProcessor
     from .tasks import get_task
 
     model = LlavaSwapForCausalLM.from_pretrained(variant_dir)

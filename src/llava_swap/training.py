@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import time
@@ -24,6 +25,8 @@ from typing import Any
 
 import torch
 import yaml
+
+logger = logging.getLogger(__name__)
 
 STAGES = ("pretrain", "finetune")
 STAGE_DONE = "stage_summary.json"
@@ -328,7 +331,7 @@ def run_recipe(recipe: Recipe, resume_from_checkpoint: str | bool | None = None)
     for stage in recipe.stages:
         done = out / stage.name / "final" / STAGE_DONE
         if resume_from_checkpoint and done.exists():  # finished before the interruption: take its weights
-            from . import LlavaSwapForCausalLM
+            from .modeling_llava_swap import LlavaSwapForCausalLM
 
             model = LlavaSwapForCausalLM.from_pretrained(done.parent)
             summary["stages"][stage.name] = json.loads(done.read_text())
@@ -340,7 +343,7 @@ def run_recipe(recipe: Recipe, resume_from_checkpoint: str | bool | None = None)
         summary["stages"][stage.name] = stage_summary
     final_model = model
     if _sharded(state):  # FSDP / ZeRO-3: no rank holds whole weights; evaluate what was saved instead
-        from . import LlavaSwapForCausalLM
+        from .modeling_llava_swap import LlavaSwapForCausalLM
 
         final_dir = out / recipe.stages[-1].name / "final"
         final_model = (
@@ -489,7 +492,9 @@ def accumulation_steps(stage: StageConfig, world_size: int) -> int:
 
 
 def _initial_model(recipe: Recipe, language_source: str, vision_source: str):
-    from . import LlavaSwapForCausalLM, LlavaSwapProcessor, build_vlm
+    from .backbones import build_vlm
+    from .modeling_llava_swap import LlavaSwapForCausalLM
+    from .processing_llava_swap import LlavaSwapProcessor
 
     model_config = recipe.model
     quantization = _qlora_config(recipe)
@@ -546,10 +551,11 @@ def _check_lengths(rows, processor, stage: StageConfig, on_bad_record: str):
 
 
 def _say(message: str) -> None:
-    """Print once per run, not once per process."""
+    """Reports progress once per run, not once per process."""
     from accelerate import PartialState
 
-    PartialState().print(message)
+    if PartialState().is_main_process:
+        logger.info(message)
 
 
 def _write_skipped(out: Path, skipped: dict[str, list]) -> None:
@@ -578,7 +584,8 @@ def _evaluate(model, processor, rows, recipe: Recipe, state, when: str, out: Pat
         if out is not None:
             write_results(result, out, extra={"task": recipe.data.task, "when": when})
         headline = metrics.get("accuracy", metrics["mean_score"])
-        print(f"accuracy {when}: {headline:.1%} on {metrics['n']} held-out items ({recipe.data.task or 'exact match'})")
+        about = recipe.data.task or "exact match"
+        logger.info(f"accuracy {when}: {headline:.1%} on {metrics['n']} held-out items ({about})")
     state.wait_for_everyone()
     return metrics
 
