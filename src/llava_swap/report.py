@@ -20,6 +20,7 @@ from .analysis.representations import cka_matrix, linear_cka
 from .analysis.stats import bootstrap_ci, paired_bootstrap_diff
 from .evaluation import read_predictions
 from .metrics import calibration
+from .tasks import get_task
 
 
 def _load(study_dir: Path) -> tuple[dict, dict[str, dict[str, list[dict]]]]:
@@ -67,7 +68,7 @@ def analyse(study_dir: str | Path) -> dict[str, Any]:
             "representations": _representations(study_dir, task, variants),
             "relevancy": _relevancy(study_dir, task, variants),
         }
-        if task == "seismic_coordinates":
+        if get_task(task).structured_output:
             task_result["parse_rate"] = {
                 name: bootstrap_ci([float(r["parsed"] is not None) for r in by_variant[name]], seed=manifest["seed"])
                 for name in variants
@@ -318,10 +319,11 @@ def build_report(study_dir: str | Path) -> Path:
         shares = [result["relevancy"][name]["image_share"] for name in variants]
         lines.append(f"| {task} | " + " | ".join("n/a" if s is None else f"{s:.1%}" for s in shares) + " |")
     lines += ["", f"![relevancy](plots/{plots['relevancy']})"]
-    if "seismic_coordinates" in results["tasks"]:
-        lines += ["", "## Structured output", "", "Share of coordinate answers that parse as coordinates:", ""]
-        for name, value in results["tasks"]["seismic_coordinates"]["parse_rate"].items():
-            lines.append(f"- {name}: {_interval(value)}")
+    structured = {task: result["parse_rate"] for task, result in results["tasks"].items() if "parse_rate" in result}
+    if structured:
+        lines += ["", "## Structured output", "", "Share of answers that parse into the structure the task asks for:"]
+        for task, rates in structured.items():
+            lines += ["", f"{task}:", ""] + [f"- {name}: {_interval(value)}" for name, value in rates.items()]
     if "ablations" in results:
         lines += [
             "",

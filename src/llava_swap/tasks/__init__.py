@@ -51,6 +51,8 @@ class Task:
     parse: Callable[[str], Any]  # the answer as the metric reads it (never raises)
     score: Callable[[str, dict], float]  # one answer against its record's meta, in [0, 1]
     compute_fn: Callable[[list[str], list[dict]], dict]
+    # Answers must parse into a structure (coordinates): the study reports how often they do, per backbone
+    structured_output: bool = False
 
     @property
     def module(self):
@@ -146,6 +148,7 @@ TASKS = {
             parse=parse_coordinates,
             score=_coordinate_score,
             compute_fn=lambda predictions, metas: coordinate_metrics(predictions, [_target(m) for m in metas]),
+            structured_output=True,
         ),
     )
 }
