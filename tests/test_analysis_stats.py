@@ -268,6 +268,7 @@ def tiny_llama3(tiny_lm):
 
 def test_pooled_hidden_states_shapes_and_padding_invariance(tiny_llama3):
     model = tiny_llama3
+    model.train()  # a model in training mode must come back in training mode
     config = model.config
     pad = 0  # any id: padded positions are masked out of attention and of the pooling
     rows = [[5, 17, 42, 99, 7], [11, 3, 64]]
@@ -287,7 +288,8 @@ def test_pooled_hidden_states_shapes_and_padding_invariance(tiny_llama3):
     for index in range(len(rows)):
         for layer, single in zip(batched, alone[index], strict=True):
             np.testing.assert_allclose(layer[index], single[0], atol=1e-5, rtol=0)
-    assert model.training is False
+    assert model.training is True
+    model.eval()
 
 
 def test_stability_is_one_for_the_same_inputs(tiny_llama3):
@@ -299,7 +301,10 @@ def test_stability_is_one_for_the_same_inputs(tiny_llama3):
     assert len(same) == tiny_llama3.config.num_hidden_layers + 1
     assert same == pytest.approx([1.0] * len(same), abs=1e-9)
     perturbed = {**inputs, "input_ids": inputs["input_ids"].flip(1)}
-    assert all(0.0 <= value <= 1.0 + 1e-9 for value in stability(tiny_llama3, inputs, perturbed))
+    changed = stability(tiny_llama3, inputs, perturbed)
+    # Mean pooling of the embeddings ignores token order; the layers see it, so their similarity drops below 1
+    assert changed[0] == pytest.approx(1.0, abs=1e-9) and max(changed[1:]) < 0.99
+    assert all(0.0 <= value <= 1.0 + 1e-9 for value in changed)
 
 
 def test_pooled_hidden_states_rejects_an_empty_row(tiny_llama3):
