@@ -129,6 +129,14 @@ def test_batched_left_padded_generation_matches_single(built):
             assert batched[row, -5:].tolist() == single[0, -5:].tolist()
 
 
+_SAVED: list[int] = []
+
+
+def _count_saved(tensor):
+    _SAVED.append(tensor.numel())
+    return tensor
+
+
 def test_sdpa_attention_and_gradient_checkpointing(tiny_lm, tiny_vision, tmp_path):
     from llava_swap import build_vlm
 
@@ -141,7 +149,10 @@ def test_sdpa_attention_and_gradient_checkpointing(tiny_lm, tiny_vision, tmp_pat
 
     model.train()
     torch.manual_seed(0)
-    reference = model(**inputs, labels=inputs["input_ids"]).loss
+    with torch.autograd.graph.saved_tensors_hooks(_count_saved, lambda tensor: tensor):
+        _SAVED.clear()
+        reference = model(**inputs, labels=inputs["input_ids"]).loss
+    kept_without = len(_SAVED)
     reference.backward()
     reference_grad = model.multi_modal_projector.linear_1.weight.grad.clone()
     model.zero_grad()
@@ -149,7 +160,11 @@ def test_sdpa_attention_and_gradient_checkpointing(tiny_lm, tiny_vision, tmp_pat
     model.gradient_checkpointing_enable()
     assert model.language_model.gradient_checkpointing
     torch.manual_seed(0)
-    checkpointed = model(**inputs, labels=inputs["input_ids"]).loss
+    with torch.autograd.graph.saved_tensors_hooks(_count_saved, lambda tensor: tensor):
+        _SAVED.clear()
+        checkpointed = model(**inputs, labels=inputs["input_ids"]).loss
+    # The decoder layers' activations are recomputed in the backward pass instead of kept from the forward
+    assert len(_SAVED) < kept_without / 2
     checkpointed.backward()
     assert torch.allclose(checkpointed, reference)
     assert torch.allclose(model.multi_modal_projector.linear_1.weight.grad, reference_grad, atol=1e-6)

@@ -81,6 +81,15 @@ def test_lora_targets_the_language_model_only_and_merges(tmp_path):
     assert counts["vision_tower"] == 0 and 0 < counts["language_model"] < 60_000  # adapters, not the whole LLM
     model = LlavaSwapForCausalLM.from_pretrained(tmp_path / "run")
     assert not any("lora" in name for name, _ in model.named_parameters())  # merged into plain weights
+    final, stage1 = (
+        model.state_dict(),
+        LlavaSwapForCausalLM.from_pretrained(tmp_path / "run" / "stage1-pretrain" / "final").state_dict(),
+    )
+    language = [key for key in final if key.startswith("model.language_model.")]
+    adapted = [key for key in language if key.endswith(("q_proj.weight", "v_proj.weight", "down_proj.weight"))]
+    # merged, not dropped: the adapted linear layers moved; embeddings and norms (no adapters) did not
+    assert adapted and all(not torch.equal(final[key], stage1[key]) for key in adapted)
+    assert all(torch.equal(final[key], stage1[key]) for key in language if "norm" in key or "embed_tokens" in key)
 
 
 def _bad_llava_json(root: Path) -> Path:
@@ -283,3 +292,9 @@ def test_init_from_a_stage1_output_and_hf_dataset_input(tmp_path):
     assert not torch.equal(
         final["model.multi_modal_projector.linear_1.weight"], stage1["model.multi_modal_projector.linear_1.weight"]
     )
+    # And it started there: the same stage with a learning rate of 0 ends exactly on stage 1's weights.
+    frozen = {**second, "output_dir": str(tmp_path / "stage2-lr0")}
+    frozen["stages"] = [{**second["stages"][0], "learning_rate": 0.0}]
+    run_recipe(Recipe.from_dict(frozen))
+    unchanged = LlavaSwapForCausalLM.from_pretrained(tmp_path / "stage2-lr0").state_dict()
+    assert unchanged.keys() == stage1.keys() and all(torch.equal(unchanged[k], stage1[k]) for k in stage1)
