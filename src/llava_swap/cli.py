@@ -74,7 +74,8 @@ def demo(args: argparse.Namespace) -> int:
 def train(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
-    from .training import Recipe, default_recipe, describe_plan, run_recipe
+    from .recipes import Recipe, default_recipe, describe_plan
+    from .training import run_recipe
 
     recipe = Recipe.from_yaml(args.config) if args.config else default_recipe()
     if args.output_dir:

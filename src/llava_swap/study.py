@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from .training import Recipe, default_recipe
+from .recipes import Recipe, default_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def variant_recipe(study: StudyConfig, variant: Variant, data: dict[str, Path], 
 def _processes() -> int:
     from accelerate import PartialState
 
-    from .training import no_accelerator
+    from .distributed import no_accelerator
 
     return PartialState(cpu=no_accelerator()).num_processes
 

@@ -1,0 +1,141 @@
+"""What a stage trains: freezing per part, LoRA / QLoRA on the LLM, trainable-parameter counts, the frozen encoder's
+feature cache, and the Trainer's checkpointing flag.
+
+LLaVA's stage 1 trains the projector alone; stage 2 the projector and the LLM (in full, or through LoRA adapters on
+the LLM's linear layers only); the vision tower trains only when a stage says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from .recipes import Recipe, StageConfig
+
+# LoRA adapters go on the LLM's linear layers only: a bare name list would also hit CLIP's q_proj/k_proj/v_proj.
+LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+def trainable_parameters(model) -> dict[str, int]:
+    """Trainable parameter counts per part: vision tower, projector, language model (LoRA adapters included)."""
+    parts = {"vision_tower": 0, "projector": 0, "language_model": 0}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        part = (
+            "vision_tower"
+            if "vision_tower" in name
+            else "projector"
+            if "multi_modal_projector" in name
+            else "language_model"
+        )
+        parts[part] += parameter.numel()
+    return parts
+
+
+def prepare_stage_model(model, stage: StageConfig):
+    """Freezes and unfreezes parts as the stage says (and wraps the LLM in LoRA when asked)."""
+    model.requires_grad_(False)
+    model.multi_modal_projector.requires_grad_(True)
+    model.vision_tower.requires_grad_(stage.train_vision_tower)
+    if stage.language_model == "full":
+        model.language_model.requires_grad_(True)
+        model.lm_head.requires_grad_(True)
+    elif stage.language_model in ("lora", "qlora"):
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+        if stage.language_model == "qlora":  # the LLM was loaded in 4 bits (see qlora_config)
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=stage.gradient_checkpointing)
+            model.requires_grad_(False)
+        lora = LoraConfig(
+            r=stage.lora_r,
+            lora_alpha=stage.lora_alpha,
+            lora_dropout=stage.lora_dropout,
+            target_modules=LORA_TARGETS,
+            # Trained in full beside the adapters, and saved with them so a resumed run gets it back.
+            modules_to_save=["multi_modal_projector"] + (["vision_tower"] if stage.train_vision_tower else []),
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+    return model
+
+
+def qlora_config(recipe: Recipe):
+    """4-bit NF4 loading for the LLM when a stage asks for QLoRA (QLoRA, Dettmers et al. 2023); checked up front."""
+    if not any(stage.language_model == "qlora" for stage in recipe.stages):
+        return None
+    import importlib.util
+
+    if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeError(
+            "A stage uses language_model: qlora, which loads the LLM in 4 bits with bitsandbytes on a CUDA GPU; "
+            "this machine has no CUDA GPU or no bitsandbytes. Use language_model: lora here."
+        )
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        # The vision tower and projector stay in full precision; only the LLM's linear layers are quantized.
+        llm_int8_skip_modules=["vision_tower", "multi_modal_projector", "lm_head"],
+    )
+
+
+def quantized(model) -> bool:
+    return bool(getattr(model, "is_quantized", False) or getattr(model.language_model, "is_quantized", False))
+
+
+def stage_feature_cache(model, processor, stage: StageConfig, rows, recipe: Recipe, out: Path):
+    """The stage's vision feature cache, filled with every distinct image of its rows, or None if the encoder
+    trains in this stage (its features change) or caching is off."""
+    from accelerate import PartialState
+
+    from .feature_cache import VisionFeatureCache
+
+    setting = recipe.vision_feature_cache
+    if stage.train_vision_tower or setting in (None, "none", "off") or quantized(model):
+        return None
+    root = out / "feature_cache" if setting == "auto" else Path(setting)
+    state = PartialState()
+    with state.main_process_first():  # the main process encodes; the others then find every file on disk
+        cache = VisionFeatureCache(root, model, processor)
+        cache.precompute(model, [image for row in rows for image in (row.get("images") or [])])
+    return cache
+
+
+def checkpointing_kwargs(enabled: bool) -> dict[str, bool]:
+    """transformers 5.18+ renamed gradient_checkpointing to activation_checkpointing; pass whichever exists."""
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": enabled}
+
+
+def check_lengths(rows, processor, stage: StageConfig, on_bad_record: str):
+    """The rows that fit the stage (max_length, image tokens, a supervised answer), and those dropped, as skipped
+    records; with on_bad_record="error" the first misfit raises instead."""
+    from .collator import check_rows
+    from .data.records import SkippedRecord
+
+    failures = check_rows(rows, processor, stage.max_length)
+    if failures and on_bad_record == "error":
+        raise failures[0][1]
+    failed = {id(row) for row, _ in failures}
+    dropped = [SkippedRecord(row["id"], row.get("source", ""), str(error)) for row, error in failures]
+    return [row for row in rows if id(row) not in failed], dropped
+
+
+__all__ = [
+    "LORA_TARGETS",
+    "check_lengths",
+    "checkpointing_kwargs",
+    "prepare_stage_model",
+    "qlora_config",
+    "quantized",
+    "stage_feature_cache",
+    "trainable_parameters",
+]
