@@ -105,7 +105,7 @@ def test_confidence_is_the_probability_of_the_first_answer_token(trained):
     model, processor = LlavaSwapForCausalLM.from_pretrained(out), LlavaSwapProcessor.from_pretrained(out)
     rows = [r.to_row() for r in get_task("vqa_scene").load(out / "data").records[:3]]
     generations = generate_answers(model, processor, rows, batch_size=3, max_new_tokens=8, progress=False)
-    from llava_swap.collator import with_images
+    from llava_swap.data.images import with_images
 
     for row, generation in zip(rows, generations, strict=True):
         inputs = processor.apply_chat_template(

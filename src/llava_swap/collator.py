@@ -9,13 +9,12 @@ starts. (LLaVA's silent "tokenization mismatch" zeroed such samples' loss; we ne
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
 
+from .data.images import with_images
 from .processing_llava_swap import LlavaSwapProcessor
 
 IGNORE_INDEX = -100
@@ -23,29 +22,6 @@ IGNORE_INDEX = -100
 
 class UnsupervisedSampleError(ValueError):
     """A sample that would contribute no supervised token, or lose image tokens, after tokenization."""
-
-
-def load_image(image) -> Image.Image:
-    """A row's image as RGB PIL: a path is opened, a PIL image is used as is."""
-    if isinstance(image, (str, os.PathLike)):
-        with Image.open(image) as opened:
-            return opened.convert("RGB")
-    return image.convert("RGB")
-
-
-def with_images(messages: list[dict], images: list) -> list[dict]:
-    """Messages whose `{"type": "image"}` parts carry the row's images, in order (what the processor reads)."""
-    remaining = iter(images)
-    filled = []
-    for message in messages:
-        content = message["content"]
-        if isinstance(content, list):
-            content = [
-                {**part, "image": load_image(next(remaining))} if part.get("type") == "image" else part
-                for part in content
-            ]
-        filled.append({**message, "content": content})
-    return filled
 
 
 def check_sample(
@@ -184,4 +160,4 @@ class LlavaSwapCollator:
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, **features}
 
 
-__all__ = ["IGNORE_INDEX", "LlavaSwapCollator", "UnsupervisedSampleError", "check_rows", "check_sample", "load_image"]
+__all__ = ["IGNORE_INDEX", "LlavaSwapCollator", "UnsupervisedSampleError", "check_rows", "check_sample"]

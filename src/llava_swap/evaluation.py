@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .collator import with_images
+from .data.images import with_images
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 

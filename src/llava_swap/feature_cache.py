@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .collator import load_image
+from .data.images import load_image
 
 
 def image_key(image) -> str:

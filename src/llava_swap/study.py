@@ -257,7 +257,7 @@ def evaluate_variant(study: StudyConfig, variant_dir: Path, folders: dict[str, P
 
     from .analysis.relevancy import relevancy
     from .analysis.representations import pooled_hidden_states
-    from .collator import with_images
+    from .data.images import with_images
     from .evaluation import answer_probabilities, evaluate_rows, prompt_messages, write_results
     from .modeling_llava_swap import LlavaSwapForCausalLM
     from .processing_llava_swap import LlavaSwapProcessor
