@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.images import with_images
+from .records import TaskEvalLayout
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -211,14 +212,14 @@ def evaluate_rows(
 
 def write_results(result: EvaluationResult, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Writes `predictions.jsonl` (one record per line) and `metrics.json` into `out_dir`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "predictions.jsonl", "w", encoding="utf-8") as handle:
+    layout = TaskEvalLayout(Path(out_dir))
+    layout.folder.mkdir(parents=True, exist_ok=True)
+    with open(layout.predictions, "w", encoding="utf-8") as handle:
         for record in result.records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     payload = {**result.info, **(extra or {}), "metrics": result.metrics}
-    (out / "metrics.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False))
-    return out
+    layout.metrics.write_text(json.dumps(payload, indent=2, ensure_ascii=False))
+    return layout.folder
 
 
 def evaluate_model(

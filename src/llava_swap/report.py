@@ -20,16 +20,18 @@ from .analysis.representations import cka_matrix, linear_cka
 from .analysis.stats import bootstrap_ci, paired_bootstrap_diff
 from .evaluation import read_predictions
 from .metrics import calibration
+from .records import StudyLayout
 from .tasks import get_task
 
 
 def _load(study_dir: Path) -> tuple[dict, dict[str, dict[str, list[dict]]]]:
-    manifest = json.loads((study_dir / "manifest.json").read_text())
+    layout = StudyLayout(study_dir)
+    manifest = json.loads(layout.manifest.read_text())
     records: dict[str, dict[str, list[dict]]] = {}
     for task in manifest["tasks"]:
         records[task] = {}
         for variant in manifest["variants"]:
-            path = study_dir / "variants" / variant["name"] / "eval" / task / "predictions.jsonl"
+            path = layout.task_eval(variant["name"], task).predictions
             if not path.exists():
                 raise FileNotFoundError(f"{path} is missing: run the study (llava-swap study) before analysing it.")
             records[task][variant["name"]] = read_predictions(path)
@@ -49,7 +51,7 @@ def analyse(study_dir: str | Path) -> dict[str, Any]:
     results: dict[str, Any] = {"manifest": manifest, "tasks": {}}
     for task, by_variant in records.items():
         metrics = {
-            name: json.loads((study_dir / "variants" / name / "eval" / task / "metrics.json").read_text())["metrics"]
+            name: json.loads(StudyLayout(study_dir).task_eval(name, task).metrics.read_text())["metrics"]
             for name in variants
         }
         scores = {name: [r["score"] for r in by_variant[name]] for name in variants}
@@ -85,11 +87,9 @@ def analyse(study_dir: str | Path) -> dict[str, Any]:
 
 
 def _representations(study_dir: Path, task: str, variants: list[str]) -> dict[str, Any]:
-    layers = {name: _layers(study_dir / "variants" / name / "eval" / task / "hidden_states.npz") for name in variants}
-    perturbed = {
-        name: _layers(study_dir / "variants" / name / "eval" / task / "hidden_states_perturbed.npz")
-        for name in variants
-    }
+    evals = {name: StudyLayout(study_dir).task_eval(name, task) for name in variants}
+    layers = {name: _layers(evals[name].hidden_states) for name in variants}
+    perturbed = {name: _layers(evals[name].hidden_states_perturbed) for name in variants}
     return {
         "within": {name: cka_matrix(layers[name], layers[name]) for name in variants},
         "between": {f"{a} vs {b}": cka_matrix(layers[a], layers[b]) for a, b in itertools.combinations(variants, 2)},
@@ -102,7 +102,7 @@ def _representations(study_dir: Path, task: str, variants: list[str]) -> dict[st
 def _relevancy(study_dir: Path, task: str, variants: list[str]) -> dict[str, Any]:
     out = {}
     for name in variants:
-        maps = json.loads((study_dir / "variants" / name / "eval" / task / "relevancy.json").read_text())
+        maps = json.loads(StudyLayout(study_dir).task_eval(name, task).relevancy.read_text())
         shares = [item["image_share"] for item in maps]
         out[name] = {"image_share": float(np.mean(shares)) if shares else None, "examples": len(maps)}
     return out
@@ -118,7 +118,7 @@ def _plots(study_dir: Path, results: dict[str, Any]) -> dict[str, str]:
     matplotlib.use("Agg")  # files only: no display on servers and CI
     import matplotlib.pyplot as plt
 
-    folder = study_dir / "plots"
+    folder = StudyLayout(study_dir).plots
     folder.mkdir(exist_ok=True)
     tasks = list(results["tasks"])
     variants = [v["name"] for v in results["manifest"]["variants"]]
@@ -198,9 +198,7 @@ def _relevancy_plot(plt, study_dir: Path, results: dict[str, Any], folder: Path)
 
     task = next(iter(results["tasks"]))
     variants = [v["name"] for v in results["manifest"]["variants"]]
-    examples = [
-        json.loads((study_dir / "variants" / name / "eval" / task / "relevancy.json").read_text()) for name in variants
-    ]
+    examples = [json.loads(StudyLayout(study_dir).task_eval(name, task).relevancy.read_text()) for name in variants]
     count = max(1, min(len(items) for items in examples))
     figure, axes = plt.subplots(len(variants), count, figsize=(2.6 * count, 2.6 * len(variants)), squeeze=False)
     for row, (name, items) in enumerate(zip(variants, examples, strict=True)):
@@ -244,7 +242,7 @@ def build_report(study_dir: str | Path) -> Path:
     results = analyse(study_dir)
     plots = _plots(study_dir, results)
     results["plots"] = plots
-    (study_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    StudyLayout(study_dir).results.write_text(json.dumps(results, indent=2, default=float))
     manifest = results["manifest"]
     variants = [v["name"] for v in manifest["variants"]]
     lines = [
@@ -337,8 +335,9 @@ def build_report(study_dir: str | Path) -> Path:
                 lines.append(f"- {factor} on {task}: {_interval(effect)}, p = {effect['p_value']:.3f}")
         lines += ["", f"![ablations](plots/{plots['ablations']})"]
     lines += ["", "## Findings", ""] + _findings(results, variants)
-    (study_dir / "report.md").write_text("\n".join(lines) + "\n")
-    return study_dir / "report.md"
+    layout = StudyLayout(study_dir)
+    layout.report.write_text("\n".join(lines) + "\n")
+    return layout.report
 
 
 def _findings(results: dict[str, Any], variants: list[str]) -> list[str]:

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from .recipes import Recipe, default_recipe
+from .records import StudyLayout, TaskEvalLayout
 
 logger = logging.getLogger(__name__)
 
@@ -127,10 +128,11 @@ def default_study() -> StudyConfig:
 def variant_recipe(study: StudyConfig, variant: Variant, data: dict[str, Path], out: Path) -> Recipe:
     """The training recipe of one variant: the same data, order, seed, budget and hyperparameters for every one."""
     recipe = default_recipe().to_dict()
-    recipe.update(name=f"{study.name}/{variant.name}", output_dir=str(out / "variants" / variant.name), seed=study.seed)
+    layout = StudyLayout(out)
+    recipe.update(name=f"{study.name}/{variant.name}", output_dir=str(layout.variant(variant.name)), seed=study.seed)
     recipe["report_to"] = []
     # One cache for the whole study: the backbones share the encoder, so each image is encoded once in all.
-    recipe["vision_feature_cache"] = str(out / "feature_cache")
+    recipe["vision_feature_cache"] = str(layout.feature_cache)
     recipe["model"].update(
         language_model=variant.language_model, vision_model=variant.vision_model or study.vision_model
     )
@@ -185,7 +187,7 @@ def prepare_data(study: StudyConfig, out: Path) -> tuple[dict[str, Path], dict[s
     """Generates every task's data once and merges the training splits: `(train/pretrain files, task folders)`."""
     from .tasks import get_task
 
-    data_dir = out / "data"
+    data_dir = StudyLayout(out).data
     folders, train, pretrain = {}, [], []
     for task in study.tasks:
         folder = data_dir / task
@@ -215,7 +217,7 @@ def run_study(study: StudyConfig, out_dir: str | None = None, analyze: bool = Tr
     """Trains and evaluates every variant (reusing finished ones), then writes results.json and report.md."""
     out = Path(out_dir or study.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.json").write_text(json.dumps(dataclasses.asdict(study), indent=2))
+    StudyLayout(out).manifest.write_text(json.dumps(dataclasses.asdict(study), indent=2))
     data, folders = prepare_data(study, out)
     status = {}
     for variant in study.variants:
@@ -271,8 +273,8 @@ def evaluate_variant(study: StudyConfig, variant_dir: Path, folders: dict[str, P
         result = evaluate_rows(model, processor, rows, task, batch_size=16, progress=False)
         for record, probability in zip(result.records, answer_probabilities(model, processor, rows), strict=True):
             record["prob_correct"] = probability
-        target = variant_dir / "eval" / task_name
-        write_results(result, target, extra={"task": task_name})
+        target = TaskEvalLayout.for_variant(variant_dir, task_name)
+        write_results(result, target.folder, extra={"task": task_name})
 
         # Representations: the LM's pooled hidden states on the same prompts for every variant, and on the same
         # prompts with slightly perturbed images (stability).
@@ -293,8 +295,8 @@ def evaluate_variant(study: StudyConfig, variant_dir: Path, folders: dict[str, P
         )
         layers = pooled_hidden_states(model, dict(inputs))
         perturbed = pooled_hidden_states(model, noisy)
-        np.savez(target / "hidden_states.npz", *layers)
-        np.savez(target / "hidden_states_perturbed.npz", *perturbed)
+        np.savez(target.hidden_states, *layers)
+        np.savez(target.hidden_states_perturbed, *perturbed)
 
         maps = []
         for row in rows[: study.relevancy_examples]:
@@ -307,7 +309,7 @@ def evaluate_variant(study: StudyConfig, variant_dir: Path, folders: dict[str, P
             )
             explained = relevancy(model, dict(single))
             maps.append({"id": row["id"], "image": str(row["images"][0]), **explained})
-        (target / "relevancy.json").write_text(json.dumps(maps))
+        target.relevancy.write_text(json.dumps(maps))
 
 
 __all__ = ["StudyConfig", "Variant", "default_study", "prepare_data", "run_study", "variant_recipe"]
