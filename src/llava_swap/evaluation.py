@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.images import with_images
-from .records import TaskEvalLayout
+from .records import EvaluationRecord, TaskEvalLayout
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -148,7 +148,7 @@ def answer_probabilities(model, processor, rows: list[dict], batch_size: int = 1
 class EvaluationResult:
     """Per-instance records and the metrics computed from them."""
 
-    records: list[dict[str, Any]]
+    records: list[EvaluationRecord]
     metrics: dict[str, Any]
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -178,32 +178,32 @@ def evaluate_rows(
             references, parsed = task.references(meta), task.parse(generation.text)
             score = task.score(generation.text, meta)
         records.append(
-            {
-                "id": row["id"],
-                "question_type": meta.get("question_type"),
-                "prompt": "\n".join(message_text(m) for m in prompt_messages(row) if m["role"] != "system"),
-                "prediction": generation.text,
-                "references": references,
-                "parsed": parsed,
-                "score": score,
-                "correct": int(score >= 0.5),
-                "confidence": generation.first_token_prob,
-                "mean_logprob": generation.mean_logprob,
-                "num_tokens": generation.num_tokens,
-            }
+            EvaluationRecord(
+                id=row["id"],
+                question_type=meta.get("question_type"),
+                prompt="\n".join(message_text(m) for m in prompt_messages(row) if m["role"] != "system"),
+                prediction=generation.text,
+                references=references,
+                parsed=parsed,
+                score=score,
+                correct=int(score >= 0.5),
+                confidence=generation.first_token_prob,
+                mean_logprob=generation.mean_logprob,
+                num_tokens=generation.num_tokens,
+            )
         )
     if task is None:
-        metrics: dict[str, Any] = {"accuracy": sum(r["score"] for r in records) / max(len(records), 1)}
+        metrics: dict[str, Any] = {"accuracy": sum(r.score for r in records) / max(len(records), 1)}
     else:
         metrics = task.compute([g.text for g in generations], [row.get("meta") or {} for row in rows])
     metrics["n"] = len(records)
-    metrics["mean_score"] = sum(r["score"] for r in records) / max(len(records), 1)
+    metrics["mean_score"] = sum(r.score for r in records) / max(len(records), 1)
     by_type: dict[str, list[float]] = defaultdict(list)
     for record in records:
-        by_type[str(record["question_type"])].append(record["score"])
+        by_type[str(record.question_type)].append(record.score)
     metrics["by_question_type"] = {name: sum(s) / len(s) for name, s in sorted(by_type.items())}
     if records:
-        calibrated = calibration([r["confidence"] for r in records], [r["correct"] for r in records])
+        calibrated = calibration([r.confidence for r in records], [r.correct for r in records])
         metrics["calibration"] = {key: calibrated[key] for key in ("ece", "adaptive_ece", "brier")}
     elapsed = time.perf_counter() - start
     info = {"seconds": elapsed, "items_per_second": len(records) / elapsed if elapsed else 0.0}
@@ -216,7 +216,7 @@ def write_results(result: EvaluationResult, out_dir: str | Path, extra: dict[str
     layout.folder.mkdir(parents=True, exist_ok=True)
     with open(layout.predictions, "w", encoding="utf-8") as handle:
         for record in result.records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
     payload = {**result.info, **(extra or {}), "metrics": result.metrics}
     layout.metrics.write_text(json.dumps(payload, indent=2, ensure_ascii=False))
     return layout.folder
@@ -260,21 +260,7 @@ def evaluate_model(
     return result
 
 
-PREDICTION_FIELDS = (
-    "id",
-    "question_type",
-    "prompt",
-    "prediction",
-    "references",
-    "parsed",
-    "score",
-    "correct",
-    "confidence",
-    "mean_logprob",
-)
-
-
-def read_predictions(path: str | Path) -> list[dict[str, Any]]:
+def read_predictions(path: str | Path) -> list[EvaluationRecord]:
     """Reads a `predictions.jsonl`, checking every line is a record with all the fields analyses rely on."""
     path = Path(path)
     if not path.exists():
@@ -284,16 +270,10 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            values = json.loads(line)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}, line {number}: not JSON ({error.msg}); the file is damaged.") from None
-        missing = [name for name in PREDICTION_FIELDS if name not in record]
-        if not isinstance(record, dict) or missing:
-            raise ValueError(
-                f"{path}, line {number} (id {record.get('id') if isinstance(record, dict) else None!r}): missing "
-                f"field(s) {missing}; re-run `llava-swap evaluate` to rewrite the file."
-            )
-        records.append(record)
+        records.append(EvaluationRecord.from_dict(values, f"{path}, line {number}"))
     return records
 
 

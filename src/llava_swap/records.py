@@ -1,13 +1,56 @@
 """Typed records of what crosses a boundary between stages of the pipeline, each defined once.
 
-`StudyLayout` / `TaskEvalLayout`: where a study keeps what; the study runner writes there and the report reads
-there, through these paths only. (Adding a file is a one-place change.)
+- `EvaluationRecord`: one evaluated item, a line of `predictions.jsonl`; evaluation writes it, the study's analyses
+  and report read it.
+- `StudyLayout` / `TaskEvalLayout`: where a study keeps what; the study runner writes there and the report reads
+  there, through these paths only.
+
+Adding a field or a file is a one-place change.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class EvaluationRecord:
+    """One evaluated item: its answer, how it scored, and how sure the model was."""
+
+    id: str
+    question_type: str | None
+    prompt: str
+    prediction: str
+    references: list
+    parsed: Any  # the answer as the task's metric reads it; None where it does not parse
+    score: float  # in [0, 1]
+    correct: int  # score >= 0.5
+    confidence: float  # probability of the first answer token
+    mean_logprob: float  # mean log-probability of the answer's tokens
+    num_tokens: int | None = None  # tokens generated
+    prob_correct: float | None = None  # probability of the correct answer (the study computes it)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON line's fields (a field nobody computed is left out)."""
+        return {key: value for key, value in dataclasses.asdict(self).items() if value is not None or key in REQUIRED}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str) -> EvaluationRecord:
+        """A record from a JSON line; `where` names the file and line in the error a damaged line raises."""
+        missing = [name for name in REQUIRED if not isinstance(values, dict) or name not in values]
+        if missing:
+            item = values.get("id") if isinstance(values, dict) else None
+            raise ValueError(
+                f"{where} (id {item!r}): missing field(s) {missing}; re-run `llava-swap evaluate` to rewrite the file."
+            )
+        return cls(**{name: values[name] for name in FIELDS if name in values})
+
+
+FIELDS = tuple(field.name for field in dataclasses.fields(EvaluationRecord))
+REQUIRED = tuple(field.name for field in dataclasses.fields(EvaluationRecord) if field.default is dataclasses.MISSING)
 
 
 @dataclass(frozen=True)
@@ -82,4 +125,4 @@ class StudyLayout:
         return TaskEvalLayout.for_variant(self.variant(variant), task)
 
 
-__all__ = ["StudyLayout", "TaskEvalLayout"]
+__all__ = ["EvaluationRecord", "StudyLayout", "TaskEvalLayout"]

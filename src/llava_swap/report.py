@@ -20,14 +20,14 @@ from .analysis.representations import cka_matrix, linear_cka
 from .analysis.stats import bootstrap_ci, paired_bootstrap_diff
 from .evaluation import read_predictions
 from .metrics import calibration
-from .records import StudyLayout
+from .records import EvaluationRecord, StudyLayout
 from .tasks import get_task
 
 
-def _load(study_dir: Path) -> tuple[dict, dict[str, dict[str, list[dict]]]]:
+def _load(study_dir: Path) -> tuple[dict, dict[str, dict[str, list[EvaluationRecord]]]]:
     layout = StudyLayout(study_dir)
     manifest = json.loads(layout.manifest.read_text())
-    records: dict[str, dict[str, list[dict]]] = {}
+    records: dict[str, dict[str, list[EvaluationRecord]]] = {}
     for task in manifest["tasks"]:
         records[task] = {}
         for variant in manifest["variants"]:
@@ -54,7 +54,7 @@ def analyse(study_dir: str | Path) -> dict[str, Any]:
             name: json.loads(StudyLayout(study_dir).task_eval(name, task).metrics.read_text())["metrics"]
             for name in variants
         }
-        scores = {name: [r["score"] for r in by_variant[name]] for name in variants}
+        scores = {name: [r.score for r in by_variant[name]] for name in variants}
         task_result: dict[str, Any] = {
             "metrics": metrics,
             "score": {name: bootstrap_ci(scores[name], seed=manifest["seed"]) for name in variants},
@@ -62,9 +62,9 @@ def analyse(study_dir: str | Path) -> dict[str, Any]:
                 f"{a} - {b}": paired_bootstrap_diff(scores[a], scores[b], seed=manifest["seed"])
                 for a, b in itertools.combinations(variants, 2)
             },
-            "agreement": agreement_report(by_variant),
+            "agreement": agreement_report({name: [r.to_dict() for r in rs] for name, rs in by_variant.items()}),
             "calibration": {
-                name: calibration([r["confidence"] for r in by_variant[name]], [r["correct"] for r in by_variant[name]])
+                name: calibration([r.confidence for r in by_variant[name]], [r.correct for r in by_variant[name]])
                 for name in variants
             },
             "representations": _representations(study_dir, task, variants),
@@ -72,13 +72,13 @@ def analyse(study_dir: str | Path) -> dict[str, Any]:
         }
         if get_task(task).structured_output:
             task_result["parse_rate"] = {
-                name: bootstrap_ci([float(r["parsed"] is not None) for r in by_variant[name]], seed=manifest["seed"])
+                name: bootstrap_ci([float(r.parsed is not None) for r in by_variant[name]], seed=manifest["seed"])
                 for name in variants
             }
         results["tasks"][task] = task_result
     if manifest.get("ablations"):
         probabilities = {
-            name: {task: [r["prob_correct"] for r in records[task][name]] for task in records} for name in variants
+            name: {task: [r.prob_correct for r in records[task][name]] for task in records} for name in variants
         }
         results["ablations"] = ablation_effects(
             probabilities, manifest["baseline"], manifest["ablations"], seed=manifest["seed"]

@@ -272,7 +272,7 @@ def evaluate_variant(study: StudyConfig, variant_dir: Path, folders: dict[str, P
         rows = [record.to_row() for record in task.load(folder, "test").records]
         result = evaluate_rows(model, processor, rows, task, batch_size=16, progress=False)
         for record, probability in zip(result.records, answer_probabilities(model, processor, rows), strict=True):
-            record["prob_correct"] = probability
+            record.prob_correct = probability
         target = TaskEvalLayout.for_variant(variant_dir, task_name)
         write_results(result, target.folder, extra={"task": task_name})
 
