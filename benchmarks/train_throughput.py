@@ -150,11 +150,11 @@ def run_llava_swap(work: Path, batch_size: int, family: str, stages) -> dict:
         }
     )
     summary = run_recipe(recipe)
-    ran = list(summary["stages"].values())
+    ran = list(summary.stages.values())
     return {
-        "runtime": sum(stage["train_runtime"] for stage in ran),
-        "samples": sum(stage["train_samples_seen"] for stage in ran),
-        "mean_loss": ran[-1]["train_loss"],
+        "runtime": sum(stage.train_runtime for stage in ran),
+        "samples": sum(stage.train_samples_seen for stage in ran),
+        "mean_loss": ran[-1].train_loss,
     }
 
 

@@ -50,7 +50,7 @@ def trained(tmp_path_factory):
 
 def test_recipe_logs_task_metrics_during_training_and_writes_evaluations(trained):
     out, summary = trained
-    history = summary["stages"]["stage2-finetune"]["eval_history"]
+    history = summary.stages["stage2-finetune"].eval_history
     assert [entry["step"] for entry in history] == [2, 4]
     assert {"eval_accuracy", "eval_ece", "eval_brier"} <= set(history[0])
     assert all("loss" in entry for entry in history)  # the step's own loss log survives beside the task metrics
@@ -58,7 +58,7 @@ def test_recipe_logs_task_metrics_during_training_and_writes_evaluations(trained
         metrics = json.loads((out / name / "metrics.json").read_text())
         assert metrics["task"] == "vqa_scene" and metrics["metrics"]["n"] == 24
         assert len((out / name / "predictions.jsonl").read_text().splitlines()) == 24
-    assert summary["eval"]["accuracy"] == json.loads((out / "eval" / "metrics.json").read_text())["metrics"]["accuracy"]
+    assert summary.eval["accuracy"] == json.loads((out / "eval" / "metrics.json").read_text())["metrics"]["accuracy"]
 
 
 def test_cli_evaluate_writes_predictions_and_metrics(trained, tmp_path, capsys):

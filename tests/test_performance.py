@@ -104,7 +104,7 @@ def _train_two_backbones_on_one_cache(tmp_path) -> int:
         summary = run_recipe(Recipe.from_dict(recipe))
         if distinct is None:
             distinct = len({p.name for p in shared_cache.rglob("*.safetensors")})
-        assert all(stage["global_step"] > 0 for stage in summary["stages"].values())
+        assert all(stage.global_step > 0 for stage in summary.stages.values())
     return distinct
 
 

@@ -38,12 +38,12 @@ def test_two_stages_freeze_what_they_say(tmp_path):
     summary = run_recipe(Recipe.from_dict(short_recipe(tmp_path / "run")))
     out = tmp_path / "run"
     assert set(json.loads((out / "train_summary.json").read_text())) >= SUMMARY_KEYS
-    assert summary["trainable_parameters"]["stage1-pretrain"]["language_model"] == 0
-    assert summary["trainable_parameters"]["stage1-pretrain"]["vision_tower"] == 0
-    assert summary["trainable_parameters"]["stage1-pretrain"]["projector"] > 0
-    assert summary["trainable_parameters"]["stage2-finetune"]["language_model"] > 0
-    assert summary["trainable_parameters"]["stage2-finetune"]["vision_tower"] == 0
-    assert {"accuracy", "n", "calibration", "by_question_type"} <= set(summary["eval"]) and summary["eval"]["n"] == 16
+    assert summary.trainable_parameters["stage1-pretrain"]["language_model"] == 0
+    assert summary.trainable_parameters["stage1-pretrain"]["vision_tower"] == 0
+    assert summary.trainable_parameters["stage1-pretrain"]["projector"] > 0
+    assert summary.trainable_parameters["stage2-finetune"]["language_model"] > 0
+    assert summary.trainable_parameters["stage2-finetune"]["vision_tower"] == 0
+    assert {"accuracy", "n", "calibration", "by_question_type"} <= set(summary.eval) and summary.eval["n"] == 16
 
     def weights(path):
         return LlavaSwapForCausalLM.from_pretrained(path).state_dict()
@@ -77,7 +77,7 @@ def test_stage1_trains_the_projector_only(tmp_path):
 def test_lora_targets_the_language_model_only_and_merges(tmp_path):
     recipe = short_recipe(tmp_path / "run", finetune={"language_model": "lora", "lora_r": 4, "lora_alpha": 8})
     summary = run_recipe(Recipe.from_dict(recipe))
-    counts = summary["trainable_parameters"]["stage2-finetune"]
+    counts = summary.trainable_parameters["stage2-finetune"]
     assert counts["vision_tower"] == 0 and 0 < counts["language_model"] < 60_000  # adapters, not the whole LLM
     model = LlavaSwapForCausalLM.from_pretrained(tmp_path / "run")
     assert not any("lora" in name for name, _ in model.named_parameters())  # merged into plain weights
@@ -139,8 +139,8 @@ def test_bad_records_stop_the_run_or_are_skipped_and_listed(tmp_path):
     too_long = [item for item in skipped if item["id"] == "too-long"]
     assert {item["split"] for item in too_long} == {"train", "pretrain"}  # the splits that train, at max_length 256
     assert "no token would be supervised after truncation" in too_long[0]["problem"]
-    assert summary["skipped_records"] == {"train": 3, "pretrain": 3, "eval": 2}
-    assert summary["eval"]["n"] == 2  # evaluation generates, so length limits do not apply
+    assert summary.skipped_records == {"train": 3, "pretrain": 3, "eval": 2}
+    assert summary.eval["n"] == 2  # evaluation generates, so length limits do not apply
 
 
 def test_a_sample_truncated_to_nothing_is_refused(tmp_path):
@@ -257,9 +257,9 @@ def test_stage_killed_while_writing_final_takes_its_last_checkpoint(tmp_path, la
     expected = load_file(stage_dir / "final" / "model.safetensors")
     shutil.rmtree(stage_dir / "final")
     summary = run_recipe(recipe, resume_from_checkpoint=True)
-    stage = summary["stages"]["stage2-finetune"]
-    assert Path(stage["resumed_from"]).name == "checkpoint-4" and stage["global_step"] == 4
-    assert stage["train_runtime"] == 0.0  # not one more step
+    stage = summary.stages["stage2-finetune"]
+    assert Path(stage.resumed_from).name == "checkpoint-4" and stage.global_step == 4
+    assert stage.train_runtime == 0.0  # not one more step
     resumed = load_file(stage_dir / "final" / "model.safetensors")
     assert resumed.keys() == expected.keys()
     assert all(torch.equal(resumed[key], expected[key]) for key in expected)
@@ -285,7 +285,7 @@ def test_init_from_a_stage1_output_and_hf_dataset_input(tmp_path):
     second["stages"] = second["stages"][1:]
     second["model"]["init_from"] = str(tmp_path / "stage1")
     summary = run_recipe(Recipe.from_dict(second))
-    assert summary["stages"]["stage2-finetune"]["global_step"] == 4  # max_steps, over 24 rows in batches of 8
+    assert summary.stages["stage2-finetune"].global_step == 4  # max_steps, over 24 rows in batches of 8
     final = LlavaSwapForCausalLM.from_pretrained(tmp_path / "stage2").state_dict()
     # The vision tower is stage 1's, untouched; the projector went on training from stage 1's weights.
     assert all(torch.equal(final[k], stage1[k]) for k in stage1 if "vision_tower" in k)

@@ -88,11 +88,11 @@ def train(args: argparse.Namespace) -> int:
     summary = run_recipe(recipe, resume_from_checkpoint=args.resume_from_checkpoint)
     if not PartialState().is_main_process:
         return 0  # one process reports
-    before, after = summary.get("eval_before", {}), summary.get("eval", {})
+    before, after = summary.eval_before, summary.eval
     if after:  # the task's accuracy where it has one, else its mean per-item score
         headline = "accuracy" if "accuracy" in after else "mean_score"
         print(f"{headline} before training {before.get(headline, 0):.1%} -> after {after[headline]:.1%}")
-    print(f"outputs in {summary['output_dir']}: the final model, TensorBoard logs (<stage>/runs), train_summary.json")
+    print(f"outputs in {summary.output_dir}: the final model, TensorBoard logs (<stage>/runs), train_summary.json")
     return 0
 
 

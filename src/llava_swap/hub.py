@@ -20,6 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .records import TrainingSummary
+
 logger = logging.getLogger(__name__)
 
 # Licence of a backbone, by the start of its Hub id: the card's licence is the most restrictive of the two parts.
@@ -68,9 +70,8 @@ def card_context(model_dir: str | os.PathLike, repo_id: str | None = None, nativ
     """Everything the card template needs, read from a trained output folder."""
     out = Path(model_dir)
     config = json.loads((out / "config.json").read_text())
-    summary_path = out / "train_summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    recipe = summary.get("recipe", {})
+    summary = TrainingSummary.read(out / "train_summary.json")
+    recipe = summary.recipe
     language = config.get("language_model_name_or_path") or recipe.get("model", {}).get("language_model")
     vision = config.get("vision_model_name_or_path") or recipe.get("model", {}).get("vision_model")
     # Tiny backbones live in the run folder; name them as the recipe did.
@@ -79,7 +80,7 @@ def card_context(model_dir: str | os.PathLike, repo_id: str | None = None, nativ
     stages = recipe.get("stages", [])
     data_line, data_hash = _data_hash(out, recipe)
     evaluation, task = _evaluation_rows(summary)
-    calibration = (summary.get("eval") or {}).get("calibration")
+    calibration = summary.eval.get("calibration")
     vision_config = config.get("vision_config", {})
     return {
         "model_name": repo_id.split("/")[-1] if repo_id else out.resolve().name,
@@ -106,15 +107,15 @@ def card_context(model_dir: str | os.PathLike, repo_id: str | None = None, nativ
         "recipe_name": recipe.get("name", "unknown"),
         "trainable_line": "; ".join(
             f"{name}: " + ", ".join(f"{part} {count:,}" for part, count in parts.items())
-            for name, parts in summary.get("trainable_parameters", {}).items()
+            for name, parts in summary.trainable_parameters.items()
         )
         or "not recorded",
-        "train_runtime": float(summary.get("train_runtime", 0.0)),
-        "samples_per_second": float(summary.get("samples_per_second", 0.0)),
-        "final_loss_text": f"{summary['final_loss']:.4f}" if summary.get("final_loss") is not None else "n/a",
+        "train_runtime": float(summary.train_runtime),
+        "samples_per_second": float(summary.samples_per_second),
+        "final_loss_text": f"{summary.final_loss:.4f}" if summary.final_loss is not None else "n/a",
         "evaluation": evaluation,
         "eval_task": task,
-        "eval_n": (summary.get("eval") or {}).get("n"),
+        "eval_n": summary.eval.get("n"),
         "calibration": {k: f"{v:.4f}" for k, v in calibration.items()} if calibration else None,
         "example_question": "What is shown in the image?",
         "tiny": str(language_label).startswith("tiny:") or str(vision_label).startswith("tiny:"),
@@ -123,9 +124,9 @@ def card_context(model_dir: str | os.PathLike, repo_id: str | None = None, nativ
     }
 
 
-def _evaluation_rows(summary: dict) -> tuple[list[dict], str | None]:
-    after, before = summary.get("eval") or {}, summary.get("eval_before") or {}
-    task = (summary.get("recipe", {}).get("data") or {}).get("task")
+def _evaluation_rows(summary: TrainingSummary) -> tuple[list[dict], str | None]:
+    after, before = summary.eval, summary.eval_before
+    task = (summary.recipe.get("data") or {}).get("task")
     rows = []
     for name, value in after.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "n":

@@ -2,6 +2,8 @@
 
 - `EvaluationRecord`: one evaluated item, a line of `predictions.jsonl`; evaluation writes it, the study's analyses
   and report read it.
+- `StageSummary` / `TrainingSummary`: a stage's and a run's training record (`<stage>/final/stage_summary.json`,
+  `train_summary.json`); training writes them, resume, the command line, the study and the model card read them.
 - `StudyLayout` / `TaskEvalLayout`: where a study keeps what; the study runner writes there and the report reads
   there, through these paths only.
 
@@ -11,6 +13,7 @@ Adding a field or a file is a one-place change.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +54,74 @@ class EvaluationRecord:
 
 FIELDS = tuple(field.name for field in dataclasses.fields(EvaluationRecord))
 REQUIRED = tuple(field.name for field in dataclasses.fields(EvaluationRecord) if field.default is dataclasses.MISSING)
+
+
+@dataclass
+class StageSummary:
+    """What one training stage did."""
+
+    stage: str  # pretrain or finetune
+    language_model: str  # full, lora, qlora or frozen
+    train_runtime: float  # seconds inside the Trainer's loop, in this process's lifetime
+    train_samples_seen: int
+    train_samples_per_second: float
+    final_loss: float | None
+    train_loss: float | None
+    global_step: int
+    world_size: int
+    trainable_parameters: dict[str, int]  # per part: vision_tower, projector, language_model
+    resumed_from: str | None = None  # the checkpoint this run went on from
+    vision_feature_cache: dict | None = None  # folder and images encoded, when the frozen encoder was cached
+    eval_history: list[dict] = dataclasses.field(default_factory=list)  # periodic task evaluation, per step
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> StageSummary:
+        return cls(**_known(cls, values))
+
+
+@dataclass
+class TrainingSummary:
+    """What a training run did: its recipe, each stage, and the evaluation before and after (all empty: a model
+    that was built but not trained)."""
+
+    recipe: dict[str, Any] = dataclasses.field(default_factory=dict)  # Recipe.to_dict() of the run
+    stages: dict[str, StageSummary] = dataclasses.field(default_factory=dict)
+    skipped_records: dict[str, int] = dataclasses.field(default_factory=dict)  # per split (on_bad_record: skip)
+    eval_before: dict[str, Any] = dataclasses.field(default_factory=dict)  # task metrics on the held-out items
+    eval: dict[str, Any] = dataclasses.field(default_factory=dict)
+    train_runtime: float = 0.0
+    total_runtime: float = 0.0
+    samples_per_second: float = 0.0
+    final_loss: float | None = None
+    trainable_parameters: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    output_dir: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainingSummary:
+        values = _known(cls, values)
+        values["stages"] = {name: StageSummary.from_dict(stage) for name, stage in values.get("stages", {}).items()}
+        return cls(**values)
+
+    def write(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=str))
+
+    @classmethod
+    def read(cls, path: Path) -> TrainingSummary:
+        """The summary in `path`; the empty summary where there is none (a model built but never trained here)."""
+        path = Path(path)
+        return cls.from_dict(json.loads(path.read_text())) if path.exists() else cls()
+
+
+def _known(cls, values: dict[str, Any]) -> dict[str, Any]:
+    """The fields `cls` has: a file written by a newer release may carry more."""
+    names = {field.name for field in dataclasses.fields(cls)}
+    return {key: value for key, value in values.items() if key in names}
 
 
 @dataclass(frozen=True)
@@ -125,4 +196,4 @@ class StudyLayout:
         return TaskEvalLayout.for_variant(self.variant(variant), task)
 
 
-__all__ = ["EvaluationRecord", "StudyLayout", "TaskEvalLayout"]
+__all__ = ["EvaluationRecord", "StageSummary", "StudyLayout", "TaskEvalLayout", "TrainingSummary"]

@@ -247,7 +247,7 @@ def run_variant(study, variant: Variant, recipe: Recipe, data, folders, out: Pat
     summary = run_recipe(recipe)
     evaluate_variant(study, variant_dir, folders)
     done.write_text(
-        json.dumps({"fingerprint": key, "variant": dataclasses.asdict(variant), "train": summary}, indent=2)
+        json.dumps({"fingerprint": key, "variant": dataclasses.asdict(variant), "train": summary.to_dict()}, indent=2)
     )
     return "trained"
 

@@ -28,6 +28,7 @@ from .recipes import (
     default_recipe,
     describe_plan,
 )
+from .records import StageSummary, TrainingSummary
 from .stages import (
     LORA_TARGETS,
     check_lengths,
@@ -42,7 +43,7 @@ from .stages import (
 logger = logging.getLogger(__name__)
 
 
-def run_recipe(recipe: Recipe, resume_from_checkpoint: str | bool | None = None) -> dict[str, Any]:
+def run_recipe(recipe: Recipe, resume_from_checkpoint: str | bool | None = None) -> TrainingSummary:
     """Trains every stage of `recipe` and returns the summary written to `train_summary.json`."""
     from accelerate import PartialState
 
@@ -67,25 +68,23 @@ def run_recipe(recipe: Recipe, resume_from_checkpoint: str | bool | None = None)
         write_skipped(out, skipped)
     eval_rows = rows.get("eval", [])[: recipe.data.eval_samples]
 
-    summary: dict[str, Any] = {"recipe": recipe.to_dict(), "stages": {}, "skipped_records": count_skipped(skipped)}
     if not quantized(model):
         model.to(state.device)  # evaluate where training will run (the Trainer would move it there anyway)
-    summary["eval_before"] = _evaluate(
-        model, processor, eval_rows, recipe, state, "before training", out / "eval_before"
-    )
+    eval_before = _evaluate(model, processor, eval_rows, recipe, state, "before training", out / "eval_before")
+    stages: dict[str, StageSummary] = {}
     for stage in recipe.stages:
         done = out / stage.name / "final" / STAGE_DONE
         if resume_from_checkpoint and done.exists():  # finished before the interruption: take its weights
             from .modeling_llava_swap import LlavaSwapForCausalLM
 
             model = LlavaSwapForCausalLM.from_pretrained(done.parent)
-            summary["stages"][stage.name] = json.loads(done.read_text())
+            stages[stage.name] = StageSummary.from_dict(json.loads(done.read_text()))
             log_once(logger, f"[{stage.name}] already complete: loaded {done.parent}")
             continue
         model, stage_summary, trainer = _run_stage(
             model, processor, stage, rows[stage.data], recipe, out, resume_from_checkpoint, eval_rows
         )
-        summary["stages"][stage.name] = stage_summary
+        stages[stage.name] = stage_summary
     final_model = model
     if sharded(state):  # FSDP / ZeRO-3: no rank holds whole weights; evaluate what was saved instead
         from .modeling_llava_swap import LlavaSwapForCausalLM
@@ -94,19 +93,22 @@ def run_recipe(recipe: Recipe, resume_from_checkpoint: str | bool | None = None)
         final_model = (
             LlavaSwapForCausalLM.from_pretrained(final_dir).to(state.device) if state.is_main_process else None
         )
-    summary["eval"] = _evaluate(final_model, processor, eval_rows, recipe, state, "after training", out / "eval")
+    eval_after = _evaluate(final_model, processor, eval_rows, recipe, state, "after training", out / "eval")
 
-    runtime = time.perf_counter() - start
-    stage_summaries = list(summary["stages"].values())
-    train_time = sum(s["train_runtime"] for s in stage_summaries)
+    train_time = sum(s.train_runtime for s in stages.values())
     # Samples per second of what ran in this process's lifetime (a resumed run counts its own part only).
-    samples_here = sum(s["train_samples_per_second"] * s["train_runtime"] for s in stage_summaries)
-    summary.update(
+    samples_here = sum(s.train_samples_per_second * s.train_runtime for s in stages.values())
+    summary = TrainingSummary(
+        recipe=recipe.to_dict(),
+        stages=stages,
+        skipped_records=count_skipped(skipped),
+        eval_before=eval_before,
+        eval=eval_after,
         train_runtime=train_time,
-        total_runtime=runtime,
+        total_runtime=time.perf_counter() - start,
         samples_per_second=samples_here / train_time if train_time else 0.0,
-        final_loss=stage_summaries[-1]["final_loss"],
-        trainable_parameters={name: s["trainable_parameters"] for name, s in summary["stages"].items()},
+        final_loss=stages[recipe.stages[-1].name].final_loss,
+        trainable_parameters={name: s.trainable_parameters for name, s in stages.items()},
         output_dir=str(out),
     )
     if state.is_main_process:
@@ -115,7 +117,7 @@ def run_recipe(recipe: Recipe, resume_from_checkpoint: str | bool | None = None)
         for item in final_dir.iterdir():
             if item.is_file() and item.name != STAGE_DONE:
                 shutil.copy2(item, out / item.name)
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        summary.write(out / "train_summary.json")
     state.wait_for_everyone()
     return summary
 
@@ -255,27 +257,25 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
     # Samples actually drawn: epochs (fractional) times the data, so a partial last batch is not over-counted.
     seen_here = round((trainer.state.epoch - epoch_before) * len(rows))
     runtime = metrics.get("train_runtime", 0.0)
-    summary = {
-        "stage": stage.stage,
-        "language_model": stage.language_model,
-        "train_runtime": runtime,
-        "train_samples_seen": round(trainer.state.epoch * len(rows)),
-        "train_samples_per_second": seen_here / runtime if runtime else 0.0,
-        "final_loss": losses[-1] if losses else training_loss,
-        "train_loss": training_loss,
-        "global_step": trainer.state.global_step,
-        "world_size": trainer.args.world_size,
-        "trainable_parameters": counts,
-        "resumed_from": checkpoint,
-        "vision_feature_cache": None
-        if cache is None
-        else {"folder": str(cache.folder), "encoded": cache.encoded_images},
-        "eval_history": [
+    summary = StageSummary(
+        stage=stage.stage,
+        language_model=stage.language_model,
+        train_runtime=runtime,
+        train_samples_seen=round(trainer.state.epoch * len(rows)),
+        train_samples_per_second=seen_here / runtime if runtime else 0.0,
+        final_loss=losses[-1] if losses else training_loss,
+        train_loss=training_loss,
+        global_step=trainer.state.global_step,
+        world_size=trainer.args.world_size,
+        trainable_parameters=counts,
+        resumed_from=checkpoint,
+        vision_feature_cache=None if cache is None else {"folder": str(cache.folder), "encoded": cache.encoded_images},
+        eval_history=[
             {key: value for key, value in entry.items() if key.startswith("eval_") or key in ("step", "loss")}
             for entry in trainer.state.log_history
             if any(key.startswith("eval_") for key in entry)
         ],
-    }
+    )
     final = stage_dir / "final"
     if stage.language_model in ("lora", "qlora"):
         if trainer.is_world_process_zero():
@@ -285,7 +285,7 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
     if trainer.is_world_process_zero():
         processor.save_pretrained(final)
         # Written last: a stage whose final folder lacks it was interrupted while saving and will run again.
-        (final / STAGE_DONE).write_text(json.dumps(summary, indent=2, default=str))
+        (final / STAGE_DONE).write_text(json.dumps(summary.to_dict(), indent=2, default=str))
     trainer.accelerator.wait_for_everyone()
     return model, summary, trainer
 
