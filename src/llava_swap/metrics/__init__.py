@@ -11,6 +11,7 @@ attribute; import from the submodule with `from llava_swap.metrics.calibration i
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from .calibration import calibration
@@ -29,6 +30,18 @@ def path(name: str) -> str:
     return str(_MODULES / name)
 
 
+@functools.cache
+def load(name: str):
+    """The shipped evaluate module `name`, loaded offline and kept in memory (no cache files per computation).
+
+    The one surface through which the pipeline computes task metrics: evaluation, the training recipe and the study
+    all go through a task's module, as a user calling `evaluate.load(path(name))` would.
+    """
+    import evaluate
+
+    return evaluate.load(path(name), keep_in_memory=True)
+
+
 __all__ = [
     "DEFAULT_TOLERANCE",
     "NAMES",
@@ -38,6 +51,7 @@ __all__ = [
     "description_scores",
     "extract_facts",
     "fact_score",
+    "load",
     "normalize_vqa_answer",
     "parse_coordinates",
     "path",

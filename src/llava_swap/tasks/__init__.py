@@ -17,17 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data import BadRecordError, LoadedData, SkippedRecord, load_llava_json
-from ..metrics import (
-    coordinate_error,
-    coordinate_metrics,
-    description_scores,
-    fact_score,
-    normalize_vqa_answer,
-    parse_coordinates,
-    vqa_accuracy,
-    vqa_score,
-)
+from .. import metrics
+from ..data.llava_json import load_llava_json
+from ..data.records import BadRecordError, LoadedData, SkippedRecord
+from ..metrics.coordinates import coordinate_error, parse_coordinates
+from ..metrics.description import fact_score
+from ..metrics.vqa import normalize_vqa_answer, vqa_score
 
 
 def _target(meta: dict) -> tuple[float, float]:
@@ -50,7 +45,8 @@ class Task:
     max_new_tokens: int
     parse: Callable[[str], Any]  # the answer as the metric reads it (never raises)
     score: Callable[[str, dict], float]  # one answer against its record's meta, in [0, 1]
-    compute_fn: Callable[[list[str], list[dict]], dict]
+    # The evaluate module's inputs beside the predictions (references, and any extra keywords), from the records
+    metric_inputs: Callable[[list[dict]], dict[str, Any]]
     # Answers must parse into a structure (coordinates): the study reports how often they do, per backbone
     structured_output: bool = False
 
@@ -66,8 +62,8 @@ class Task:
         return self.module.references(meta)
 
     def compute(self, predictions: list[str], metas: list[dict]) -> dict:
-        """Task metrics of a run (the same numbers as the evaluate module)."""
-        return self.compute_fn(predictions, metas)
+        """Task metrics of a run, computed by the task's evaluate module (`metric`)."""
+        return metrics.load(self.metric).compute(predictions=predictions, **self.metric_inputs(metas))
 
     def load(self, data: str | os.PathLike, split: str = "test", on_bad_record: str = "error") -> LoadedData:
         """Loads `split` of a task folder (or a LLaVA JSON file) and checks every record belongs to this task."""
@@ -115,7 +111,7 @@ TASKS = {
             max_new_tokens=8,
             parse=normalize_vqa_answer,
             score=lambda prediction, meta: vqa_score(prediction, [meta["answer"]]),
-            compute_fn=lambda predictions, metas: vqa_accuracy(predictions, [[m["answer"]] for m in metas]),
+            metric_inputs=lambda metas: {"references": [[m["answer"]] for m in metas]},
         ),
         Task(
             name="vqa_scene",
@@ -125,7 +121,7 @@ TASKS = {
             max_new_tokens=8,
             parse=normalize_vqa_answer,
             score=lambda prediction, meta: vqa_score(prediction, list(meta["answers"])),
-            compute_fn=lambda predictions, metas: vqa_accuracy(predictions, [list(m["answers"]) for m in metas]),
+            metric_inputs=lambda metas: {"references": [list(m["answers"]) for m in metas]},
         ),
         Task(
             name="seismic_description",
@@ -135,9 +131,10 @@ TASKS = {
             max_new_tokens=64,
             parse=lambda prediction: prediction.strip(),
             score=lambda prediction, meta: fact_score(prediction, meta["facts"]),
-            compute_fn=lambda predictions, metas: description_scores(
-                predictions, [m["reference"] for m in metas], [m["facts"] for m in metas]
-            ),
+            metric_inputs=lambda metas: {
+                "references": [m["reference"] for m in metas],
+                "facts": [m["facts"] for m in metas],
+            },
         ),
         Task(
             name="seismic_coordinates",
@@ -147,7 +144,7 @@ TASKS = {
             max_new_tokens=24,
             parse=parse_coordinates,
             score=_coordinate_score,
-            compute_fn=lambda predictions, metas: coordinate_metrics(predictions, [_target(m) for m in metas]),
+            metric_inputs=lambda metas: {"references": [_target(m) for m in metas]},
             structured_output=True,
         ),
     )
