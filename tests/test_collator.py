@@ -88,11 +88,14 @@ def test_sample_with_no_answer_raises(built):
 
 def test_truncation_that_cuts_images_or_answers_is_found_before_training(built):
     _, processor = built("llama3", "clip")
-    failures = check_rows([_row("fits"), _row("long", answer_1="word " * 200)], processor, max_length=64)
+    rows = [_row("fits"), _row("long", answer_1="word " * 200)]
+    tokenized, failures = check_rows(rows, processor, max_length=64)
     assert [row["id"] for row, _ in failures] == []  # the first answer still fits in 64 tokens
-    failures = check_rows([_row("short")], processor, max_length=10)
+    assert [row["length"] for row in tokenized] == [min(len(row["tokens"]), 64) for row in tokenized]
+    assert all("tokens" not in row and "length" not in row for row in rows)  # the input rows stay as they were
+    _, failures = check_rows([_row("short")], processor, max_length=10)
     assert [(row["id"], "cut into its image tokens" in str(error)) for row, error in failures] == [("short", True)]
     long_prompt = _row("prompt")
     long_prompt["messages"][0]["content"][1]["text"] = "Tell me " * 60
-    failures = check_rows([long_prompt], processor, max_length=60)
+    _, failures = check_rows([long_prompt], processor, max_length=60)
     assert "no token would be supervised after truncation to max_length=60" in str(failures[0][1])

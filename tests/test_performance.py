@@ -249,7 +249,8 @@ def test_trainer_groups_by_length_without_mixing_image_and_text_only_batches(bui
                 "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
             }
         )
-    assert check_rows(rows, processor, max_length=None) == []
+    rows, failures = check_rows(rows, processor, max_length=None)
+    assert failures == [] and all(row["length"] == len(row["tokens"]) for row in rows)
     grouped = {"train_sampling_strategy": "group_by_length", "length_column_name": "length"}
     trainer = _trainer(model, processor, rows, tmp_path, per_device_train_batch_size=4, **grouped)
     assert isinstance(trainer._get_train_sampler(), ModalityLengthGroupedSampler)

@@ -49,23 +49,25 @@ def check_sample(
 
 def check_rows(
     rows: Iterable[dict], processor: LlavaSwapProcessor, max_length: int | None
-) -> list[tuple[dict, UnsupervisedSampleError]]:
-    """Tokenizes every row (without decoding images) and returns the rows that would fail, with their errors.
+) -> tuple[list[dict], list[tuple[dict, UnsupervisedSampleError]]]:
+    """Tokenizes every row (without decoding images): `(tokenized rows, failures)`, the input rows left as they were.
 
-    Each row also keeps what was computed: its token count under "length" (image tokens included, for length-grouped
-    batching), and its tokens and assistant mask under "tokens" / "supervised", so the cached-feature collator never
-    renders or tokenizes the row again (not in any epoch or stage).
+    A tokenized row is the row plus what was computed: its token count under "length" (image tokens included, for
+    length-grouped batching), and its tokens and assistant mask under "tokens" / "supervised", so the cached-feature
+    collator never renders or tokenizes it again (not in any epoch or stage). Failures are the tokenized rows that
+    would train on nothing or lose image tokens, each with its error.
     """
-    failures = []
+    tokenized, failures = [], []
     for row in rows:
         ids, mask = processor.tokenize_conversation(row["messages"])
-        row["length"] = min(len(ids), max_length) if max_length is not None else len(ids)
-        row["tokens"], row["supervised"] = ids, mask
+        length = min(len(ids), max_length) if max_length is not None else len(ids)
+        checked = {**row, "length": length, "tokens": ids, "supervised": mask}
+        tokenized.append(checked)
         try:
             check_sample(row["id"], ids, mask, processor.image_token_id, max_length, row.get("source", ""))
         except UnsupervisedSampleError as error:
-            failures.append((row, error))
-    return failures
+            failures.append((checked, error))
+    return tokenized, failures
 
 
 @dataclass

@@ -121,12 +121,12 @@ def check_lengths(rows, processor, stage: StageConfig, on_bad_record: str):
     from .collator import check_rows
     from .data.records import SkippedRecord
 
-    failures = check_rows(rows, processor, stage.max_length)
+    tokenized, failures = check_rows(rows, processor, stage.max_length)
     if failures and on_bad_record == "error":
         raise failures[0][1]
     failed = {id(row) for row, _ in failures}
     dropped = [SkippedRecord(row["id"], row.get("source", ""), str(error)) for row, error in failures]
-    return [row for row in rows if id(row) not in failed], dropped
+    return [row for row in tokenized if id(row) not in failed], dropped
 
 
 __all__ = [
