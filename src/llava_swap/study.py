@@ -168,7 +168,7 @@ def _processes() -> int:
     return PartialState(cpu=no_accelerator()).num_processes
 
 
-def fingerprint(recipe: Recipe, data: dict[str, Path]) -> str:
+def variant_key(recipe: Recipe, data: dict[str, Path]) -> str:
     """Hash of a variant's resolved recipe and data files: when it changes, the variant is retrained.
 
     Where the study lives is left out (output and data paths), so a moved or copied study is still reused.
@@ -236,7 +236,7 @@ def run_variant(study, variant: Variant, recipe: Recipe, data, folders, out: Pat
 
     variant_dir = Path(recipe.output_dir)
     name = f"[study] {variant.name}"
-    key = fingerprint(recipe, data)
+    key = variant_key(recipe, data)
     done = variant_dir / VARIANT_DONE
     if done.exists() and json.loads(done.read_text()).get("fingerprint") == key:
         logger.info(f"{name}: finished before with the same manifest entry: reused")
