@@ -33,8 +33,9 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from . import compat
 from .configuration_llava_swap import VISION_KINDS, LlavaSwapConfig, VisionKind, vision_kind
 from .families import IMAGE_TOKEN, detect_family, prepare_tokenizer, resolve_template, stop_tokens
-from .modeling_llava_swap import LlavaSwapForCausalLM, LlavaSwapProjector
+from .modeling_llava_swap import LlavaSwapForCausalLM
 from .processing_llava_swap import LlavaSwapProcessor, processed_image_size
+from .projector import LlavaSwapProjector
 
 
 @dataclass
