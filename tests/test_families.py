@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from _helpers import two_turn_messages
-from llava_swap import detect_family
+from llava_swap import detect_family, tiny
 from llava_swap.families import has_generation_markers, load_template, resolve_template
 
 VICUNA_SYSTEM = (
@@ -269,3 +269,29 @@ def test_other_family_chat_checkpoint_needs_markers_or_an_explicit_template(tiny
     path = _other_family_checkpoint(tiny_lm, tmp_path / "marked", marked)
     _, processor = build_vlm(path, tiny_vision("clip"))
     assert processor.chat_template_name == "tokenizer" and processor.chat_template == marked
+
+
+TEXT_ONLY_LLMS = [("tiny", family) for family in tiny.LANGUAGE_FAMILIES] + [
+    ("real", name)
+    for name in ("llama2", "llama3", "llama3-instruct")  # ../shared/tokenizers, random weights
+]
+
+
+@pytest.mark.parametrize(("source", "name"), TEXT_ONLY_LLMS)
+def test_text_only_prompts_give_the_llms_own_logits_and_continuation(tiny_lm, real_lm, tiny_vision, source, name):
+    """Building a VLM around an LLM leaves the LLM itself alone: same logits over its vocabulary, same greedy text."""
+    from llava_swap import build_vlm
+
+    path = tiny_lm(name) if source == "tiny" else real_lm(name)
+    language_model = AutoModelForCausalLM.from_pretrained(path)
+    model, _ = build_vlm(path, tiny_vision("clip"))
+    ids = AutoTokenizer.from_pretrained(path)("The seismogram shows two small circles", return_tensors="pt").input_ids
+    vocabulary = language_model.config.vocab_size
+    settings = {"max_new_tokens": 8, "min_new_tokens": 8, "do_sample": False}
+    with torch.no_grad():
+        ours, theirs = model(input_ids=ids).logits, language_model(input_ids=ids).logits
+        assert ours.shape[-1] >= vocabulary == theirs.shape[-1]
+        assert (ours[..., :vocabulary] - theirs).abs().max().item() <= 1e-5
+        continued = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **settings)
+        expected = language_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **settings)
+    assert continued.tolist() == expected.tolist()
