@@ -32,19 +32,30 @@ EXPECTED_CHAT = {
         "<start_of_turn>user\nHow many circles?<end_of_turn>\n"
         "<start_of_turn>model\nTwo.<end_of_turn>\n"
     ),
+    "chatml": (
+        "<|im_start|>user\n<image>\nWhat colour is it?<|im_end|>\n<|im_start|>assistant\nIt is red.<|im_end|>\n"
+        "<|im_start|>user\nHow many circles?<|im_end|>\n<|im_start|>assistant\nTwo.<|im_end|>\n"
+    ),
 }
 # What the assistant-token mask must select: each answer with its end-of-turn token, nothing else.
 EXPECTED_SUPERVISED = {
     "vicuna_v1": [" It is red.</s>", " Two.</s>"],
     "llama3": ["It is red.<|eot_id|>", "Two.<|eot_id|>"],
     "gemma": ["It is red.<end_of_turn>", "Two.<end_of_turn>"],
+    "chatml": ["It is red.<|im_end|>", "Two.<|im_end|>"],
 }
 GENERATION_PROMPT_END = {
     "vicuna_v1": "USER: How many circles? ASSISTANT:",
     "llama3": "<|start_header_id|>assistant<|end_header_id|>\n\n",
     "gemma": "<start_of_turn>model\n",
+    "chatml": "<|im_start|>assistant\n",
 }
-STOP_TOKENS = {"vicuna_v1": ["</s>"], "llama3": ["<|eot_id|>", "<|end_of_text|>"], "gemma": ["<end_of_turn>", "<eos>"]}
+STOP_TOKENS = {
+    "vicuna_v1": ["</s>"],
+    "llama3": ["<|eot_id|>", "<|end_of_text|>"],
+    "gemma": ["<end_of_turn>", "<eos>"],
+    "chatml": ["<|im_end|>"],
+}
 TINY_FAMILY_TEMPLATE = {"llama1": "vicuna_v1", "llama2": "vicuna_v1", "llama3": "llama3", "gemma": "gemma"}
 
 
@@ -86,8 +97,10 @@ def _check_chat(model, processor, template: str) -> None:
 
     spans, ids = _supervised_spans(processor, messages)
     assert spans == EXPECTED_SUPERVISED[template]
-    # BOS exactly once, at the start; every image placeholder expanded to the model's count.
-    assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
+    # BOS exactly once, at the start (ChatML writes none: its "bos" is the turn opener); every image placeholder
+    # expanded to the model's count.
+    if template != "chatml":
+        assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
     assert ids.count(model.config.image_token_id) == model.config.image_seq_length
     expected_stops = [tokenizer.convert_tokens_to_ids(t) for t in STOP_TOKENS[template]]
     assert model.generation_config.eos_token_id[: len(expected_stops)] == expected_stops
@@ -108,6 +121,7 @@ def test_tiny_family_detected_and_templated(built, family):
         ("llama2", "llama2", False, "vicuna_v1"),
         ("llama3", "llama3", False, "llama3"),
         ("llama3-instruct", "llama3", True, "llama3"),
+        ("smollm2-instruct", "chatml", True, "chatml"),
     ],
 )
 def test_real_tokenizer_family_detection(real_lm, name, family, is_chat, template):
@@ -273,7 +287,7 @@ def test_other_family_chat_checkpoint_needs_markers_or_an_explicit_template(tiny
 
 TEXT_ONLY_LLMS = [("tiny", family) for family in tiny.LANGUAGE_FAMILIES] + [
     ("real", name)
-    for name in ("llama2", "llama3", "llama3-instruct")  # ../shared/tokenizers, random weights
+    for name in ("llama2", "llama3", "llama3-instruct", "smollm2-instruct")  # ../shared/tokenizers, random weights
 ]
 
 
@@ -295,3 +309,37 @@ def test_text_only_prompts_give_the_llms_own_logits_and_continuation(tiny_lm, re
         continued = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **settings)
         expected = language_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **settings)
     assert continued.tolist() == expected.tolist()
+
+
+def test_chatml_checkpoint_whose_pad_is_its_end_token(real_lm, tiny_vision):
+    """SmolLM2-Instruct: ChatML, and pad == eos == <|im_end|>. It gets a pad of its own, so every answer keeps the
+    <|im_end|> it ends with in its labels (the model learns to stop), while padding carries no label."""
+    from _helpers import chat_image
+    from llava_swap import build_vlm
+    from llava_swap.collator import LlavaSwapCollator
+
+    path = real_lm("smollm2-instruct")
+    own = AutoTokenizer.from_pretrained(path)
+    assert own.pad_token == own.eos_token == "<|im_end|>"
+    model, processor = build_vlm(path, tiny_vision("clip"))
+    assert (model.config.llm_family, processor.chat_template_name) == ("chatml", "chatml")
+    _check_chat(model, processor, "chatml")
+    tokenizer = processor.tokenizer
+    assert tokenizer.pad_token == "<pad>" and len(tokenizer) == len(own) + 2  # <image> and <pad>: new rows
+    assert model.config.pad_token_id == model.generation_config.pad_token_id == tokenizer.pad_token_id
+
+    def row(row_id, answer):
+        user = [{"type": "image"}, {"type": "text", "text": "What colour is it?"}]
+        messages = [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+        ]
+        return {"id": row_id, "images": [chat_image()], "messages": messages}
+
+    batch = LlavaSwapCollator(processor)([row("short", "Red."), row("long", "It is a bright red circle, I think.")])
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    labelled_ends = ((batch["labels"] == end) & (batch["input_ids"] == end)).sum(dim=1).tolist()
+    assert labelled_ends == [1, 1]  # each answer's own <|im_end|>, not the user turn's
+    padding = batch["attention_mask"] == 0
+    assert padding.any() and (batch["input_ids"][padding] == tokenizer.pad_token_id).all()
+    assert (batch["labels"][padding] == -100).all()

@@ -47,6 +47,7 @@ TEMPLATES = {
         TemplateSpec("llama2_chat", end_of_turn=None),
         TemplateSpec("llama3", end_of_turn="<|eot_id|>"),
         TemplateSpec("gemma", end_of_turn="<end_of_turn>"),
+        TemplateSpec("chatml", end_of_turn="<|im_end|>"),
     )
 }
 
@@ -65,6 +66,8 @@ FAMILIES = {
             # LLaMA-3.1 reserves a pad token; LLaMA-3.0 has the same slot under a reserved name.
             pad_candidates=("<|finetune_right_pad_id|>", "<|reserved_special_token_0|>"),
         ),
+        # ChatML is a format, not an architecture (Qwen2/2.5/3, SmolLM2 on LLaMA, ...): recognised by its turn tokens.
+        Family("chatml", (), ("<|im_start|>", "<|im_end|>"), "chatml", "chatml"),
         # LLaVA pads LLaMA-1/2 with <unk>: byte fallback means the tokenizer never emits it for real text.
         Family("llama2", ("llama",), _SENTENCEPIECE_LLAMA, "vicuna_v1", "llama2_chat", ("<unk>",), min_context=4096),
         # LLaMA-1 had no chat release; LLaMA-1-shaped chat models (TinyLlama-chat, ...) bring their own template.
@@ -186,16 +189,20 @@ def stop_tokens(
     return ids
 
 
-def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, family: str, chat_template: str) -> int:
+def prepare_tokenizer(
+    tokenizer: PreTrainedTokenizerBase, family: str, chat_template: str, end_of_turn: str | None = None
+) -> int:
     """Adds `<image>` as a special token, gives the tokenizer a pad token and the chat template, in place.
 
-    Pad policy: keep an existing pad; else the family's reserved token; else add `<pad>`. Returns how many tokens
-    were added to the vocabulary (the caller resizes the embeddings by that much).
+    Pad policy: keep an existing pad unless it is an end token (the eos, or the template's `end_of_turn`: SmolLM2 and
+    Qwen pad with theirs, and a pad that is also the token answers end with is one filter away from erasing that end
+    from the labels, so the model would never learn to stop); else the family's reserved token; else add `<pad>`.
+    Returns how many tokens were added to the vocabulary (the caller resizes the embeddings by that much).
     """
     before = len(tokenizer)
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"extra_special_tokens": [IMAGE_TOKEN]}, replace_extra_special_tokens=False)
-    if tokenizer.pad_token is None:
+    if tokenizer.pad_token is None or tokenizer.pad_token in {tokenizer.eos_token, end_of_turn}:
         vocab = tokenizer.get_vocab()
         reserved = next((token for token in FAMILIES[family].pad_candidates if token in vocab), None)
         if reserved is not None:
