@@ -210,7 +210,22 @@ def child(mode: str, work: Path, batch_size: int, scenario: str) -> None:
     print("RESULT " + json.dumps(totals))
 
 
+# TRL's assistant-only loss for vision data, which the baseline trains with, needs this transformers release
+BASELINE_NEEDS_TRANSFORMERS = (5, 18)
+
+
+def baseline_supported() -> bool:
+    from importlib.metadata import version
+
+    return tuple(int(part) for part in version("transformers").split(".")[:2]) >= BASELINE_NEEDS_TRANSFORMERS
+
+
 def main() -> None:
+    if not baseline_supported():
+        sys.exit(
+            "train_throughput.py: the baseline (TRL's SFTTrainer, assistant-only loss on vision data) needs transformers "
+            ">= 5.18; install a newer transformers to compare."
+        )
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=8)

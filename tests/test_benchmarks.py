@@ -20,7 +20,17 @@ def _run(script: str, *args: str) -> list[list[str]]:
     return [line.split() for line in result.stdout.splitlines()]
 
 
+def _baseline_supported() -> bool:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from train_throughput import baseline_supported
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return baseline_supported()
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(not _baseline_supported(), reason="the benchmark's baseline needs transformers >= 5.18")
 def test_train_throughput_paths_agree_on_the_losses():
     rows = {line[1]: line for line in _run("train_throughput.py", "--samples", "32", "--rounds", "1", "--scenarios",
                                            "single") if line[:1] == ["single"]}  # fmt: skip
