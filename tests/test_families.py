@@ -8,13 +8,42 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from _helpers import two_turn_messages
 from llava_swap import detect_family, tiny
-from llava_swap.families import has_generation_markers, load_template, resolve_template
+from llava_swap.answer_spans import has_generation_markers, with_list_content
+from llava_swap.families import load_template, resolve_template
 
 VICUNA_SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
 )
-# The exact text each family's template renders for the 2-turn conversation of `two_turn_messages`.
+SMOLLM_SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+# Chat formats of checkpoints that ship their own template (built by `own_template_lm`), as (template, tokens added).
+OWN_TEMPLATES = {
+    # Phi-3-mini: a LLaMA tokenizer with its own turn tokens; the tokenizer adds BOS, the template closes with eos.
+    "phi3": (
+        "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + message['content'] + "
+        "'<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}"
+        "{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}"
+        "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}"
+        "{% endif %}",
+        ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>"),
+    ),
+    # Mistral-7B-Instruct: [INST] turns, an answer closed by eos.
+    "mistral": (
+        "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+        "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+        "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% else %}"
+        "{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}",
+        (),
+    ),
+    # ChatML (Qwen-style), written its own way.
+    "chatml_own": (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+        ("<|im_start|>", "<|im_end|>"),
+    ),
+}
+# The exact text each format renders for the 2-turn conversation of `two_turn_messages`.
 EXPECTED_CHAT = {
     "vicuna_v1": (
         "<s>" + VICUNA_SYSTEM + " USER: <image>\nWhat colour is it? ASSISTANT: It is red.</s>"
@@ -36,27 +65,74 @@ EXPECTED_CHAT = {
         "<|im_start|>user\n<image>\nWhat colour is it?<|im_end|>\n<|im_start|>assistant\nIt is red.<|im_end|>\n"
         "<|im_start|>user\nHow many circles?<|im_end|>\n<|im_start|>assistant\nTwo.<|im_end|>\n"
     ),
+    "phi3": (
+        "<|user|>\n<image>\nWhat colour is it?<|end|>\n<|assistant|>\nIt is red.<|end|>\n"
+        "<|user|>\nHow many circles?<|end|>\n<|assistant|>\nTwo.<|end|>\n</s>"
+    ),
+    "mistral": "<s>[INST] <image>\nWhat colour is it? [/INST]It is red.</s>[INST] How many circles? [/INST]Two.</s>",
 }
+EXPECTED_CHAT["smollm2"] = SMOLLM_SYSTEM + EXPECTED_CHAT["chatml"]
+EXPECTED_CHAT["chatml_own"] = EXPECTED_CHAT["chatml"]
 # What the assistant-token mask must select: each answer with its end-of-turn token, nothing else.
 EXPECTED_SUPERVISED = {
     "vicuna_v1": [" It is red.</s>", " Two.</s>"],
     "llama3": ["It is red.<|eot_id|>", "Two.<|eot_id|>"],
     "gemma": ["It is red.<end_of_turn>", "Two.<end_of_turn>"],
     "chatml": ["It is red.<|im_end|>", "Two.<|im_end|>"],
+    "phi3": ["It is red.<|end|>", "Two.<|end|>"],
+    "mistral": ["It is red.</s>", "Two.</s>"],
 }
+EXPECTED_SUPERVISED["smollm2"] = EXPECTED_SUPERVISED["chatml_own"] = EXPECTED_SUPERVISED["chatml"]
 GENERATION_PROMPT_END = {
     "vicuna_v1": "USER: How many circles? ASSISTANT:",
     "llama3": "<|start_header_id|>assistant<|end_header_id|>\n\n",
     "gemma": "<start_of_turn>model\n",
     "chatml": "<|im_start|>assistant\n",
+    "phi3": "<|user|>\nHow many circles?<|end|>\n<|assistant|>\n",
+    "mistral": "[INST] How many circles? [/INST]",
 }
+GENERATION_PROMPT_END["smollm2"] = GENERATION_PROMPT_END["chatml_own"] = GENERATION_PROMPT_END["chatml"]
 STOP_TOKENS = {
     "vicuna_v1": ["</s>"],
     "llama3": ["<|eot_id|>", "<|end_of_text|>"],
     "gemma": ["<end_of_turn>", "<eos>"],
     "chatml": ["<|im_end|>"],
+    "phi3": ["<|end|>", "</s>"],
+    "mistral": ["</s>"],
 }
-TINY_FAMILY_TEMPLATE = {"llama1": "vicuna_v1", "llama2": "vicuna_v1", "llama3": "llama3", "gemma": "gemma"}
+STOP_TOKENS["smollm2"] = STOP_TOKENS["chatml_own"] = STOP_TOKENS["chatml"]
+# (template name, chat format) of each tiny family: base checkpoints get a shipped template, Gemma-it keeps its own.
+TINY_FAMILY_TEMPLATE = {
+    "llama1": ("vicuna_v1", "vicuna_v1"),
+    "llama2": ("vicuna_v1", "vicuna_v1"),
+    "llama3": ("llama3", "llama3"),
+    "gemma": ("checkpoint", "gemma"),
+}
+
+
+@pytest.fixture(scope="session")
+def own_template_lm(tiny_lm, tmp_path_factory):
+    """`own_template_lm(format)` -> a tiny LLaMA-2 chat checkpoint whose tokenizer ships the `OWN_TEMPLATES` format
+    (its turn tokens added as special tokens, with embedding rows)."""
+    root = tmp_path_factory.mktemp("own_template_lm")
+    cache: dict[str, object] = {}
+
+    def get(name: str):
+        if name not in cache:
+            template, added = OWN_TEMPLATES[name]
+            source, target = tiny_lm("llama2"), root / name
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = AutoModelForCausalLM.from_pretrained(source)
+            if added:
+                tokenizer.add_special_tokens({"additional_special_tokens": list(added)})
+                model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+            tokenizer.chat_template = template
+            model.save_pretrained(target)
+            tokenizer.save_pretrained(target)
+            cache[name] = target
+        return cache[name]
+
+    return get
 
 
 def _supervised_spans(processor, messages) -> tuple[list[str], list[int]]:
@@ -88,31 +164,57 @@ def _span_text(tokenizer, span: list[int]) -> str:
     return tokenizer.decode(span)
 
 
-def _check_chat(model, processor, template: str) -> None:
+def _check_chat(model, processor, chat_format: str) -> None:
+    """The rendered chat is `chat_format` with the image in it; the mask selects each answer and its end-of-turn
+    token; BOS once; the image expanded; generation stops at the end-of-turn token."""
     tokenizer = processor.tokenizer
     messages = two_turn_messages()
-    assert processor.apply_chat_template(messages) == EXPECTED_CHAT[template]
+    assert processor.apply_chat_template(messages) == EXPECTED_CHAT[chat_format]
     prompt = processor.apply_chat_template(messages[:3], add_generation_prompt=True)
-    assert prompt.endswith(GENERATION_PROMPT_END[template])
+    assert prompt.endswith(GENERATION_PROMPT_END[chat_format])
 
     spans, ids = _supervised_spans(processor, messages)
-    assert spans == EXPECTED_SUPERVISED[template]
+    assert spans == EXPECTED_SUPERVISED[chat_format]
     # BOS exactly once, at the start (ChatML writes none: its "bos" is the turn opener); every image placeholder
     # expanded to the model's count.
-    if template != "chatml":
+    if not chat_format.startswith(("chatml", "smollm2")):
         assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
     assert ids.count(model.config.image_token_id) == model.config.image_seq_length
-    expected_stops = [tokenizer.convert_tokens_to_ids(t) for t in STOP_TOKENS[template]]
+    expected_stops = [tokenizer.convert_tokens_to_ids(t) for t in STOP_TOKENS[chat_format]]
     assert model.generation_config.eos_token_id[: len(expected_stops)] == expected_stops
+
+    # Generation ends at the end-of-turn token: made the likeliest next token, it is the only one written.
+    inputs = processor.apply_chat_template(
+        messages[:3], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    end = expected_stops[0]
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=4, do_sample=False, sequence_bias={(end,): 1e4})
+    assert out[0, inputs["input_ids"].shape[1] :].tolist() == [end]
 
 
 @pytest.mark.parametrize("family", ["llama1", "llama2", "llama3", "gemma"])
 def test_tiny_family_detected_and_templated(built, family):
     model, processor = built(family, "clip")
-    template = TINY_FAMILY_TEMPLATE[family]
+    template, chat_format = TINY_FAMILY_TEMPLATE[family]
     assert model.config.llm_family == family
     assert model.config.chat_template_name == template == processor.chat_template_name
-    _check_chat(model, processor, template)
+    _check_chat(model, processor, chat_format)
+
+
+@pytest.mark.parametrize(
+    ("chat_format", "family"), [("phi3", "llama2"), ("mistral", "llama2"), ("chatml_own", "chatml")]
+)
+def test_chat_checkpoint_keeps_its_own_template(own_template_lm, tiny_vision, chat_format, family):
+    """Phi-3, Mistral [INST] and ChatML written by the checkpoint, without {% generation %} markers: used as they are,
+    with no override, answers found by rendering sentinels."""
+    from llava_swap import build_vlm
+
+    path = own_template_lm(chat_format)
+    assert not has_generation_markers(AutoTokenizer.from_pretrained(path).chat_template)
+    model, processor = build_vlm(path, tiny_vision("clip"))
+    assert (model.config.llm_family, processor.chat_template_name) == (family, "checkpoint")
+    _check_chat(model, processor, chat_format)
 
 
 @pytest.mark.parametrize(
@@ -120,8 +222,8 @@ def test_tiny_family_detected_and_templated(built, family):
     [
         ("llama2", "llama2", False, "vicuna_v1"),
         ("llama3", "llama3", False, "llama3"),
-        ("llama3-instruct", "llama3", True, "llama3"),
-        ("smollm2-instruct", "chatml", True, "chatml"),
+        ("llama3-instruct", "llama3", True, None),  # a chat checkpoint keeps its own template
+        ("smollm2-instruct", "chatml", True, None),
     ],
 )
 def test_real_tokenizer_family_detection(real_lm, name, family, is_chat, template):
@@ -135,8 +237,9 @@ def test_real_tokenizer_build_template_and_stop_tokens(real_lm, tiny_vision, nam
     from llava_swap import build_vlm
 
     model, processor = build_vlm(real_lm(name), tiny_vision("clip"))
-    template = "vicuna_v1" if name == "llama2" else "llama3"
-    _check_chat(model, processor, template)
+    template = {"llama2": "vicuna_v1", "llama3": "llama3", "llama3-instruct": "checkpoint"}[name]
+    assert processor.chat_template_name == template
+    _check_chat(model, processor, "vicuna_v1" if name == "llama2" else "llama3")
     tokenizer = processor.tokenizer
     # Exactly one token added (<image>); the pad is a token the vocabulary already reserves.
     assert len(tokenizer) == AutoTokenizer.from_pretrained(real_lm(name)).__len__() + 1
@@ -170,23 +273,57 @@ def test_detection_ignores_the_path(tiny_lm, tmp_path):
     assert detected.name == "llama3"
 
 
-def test_gemma_chat_template_of_tokenizer_is_replaced_by_one_with_generation_markers(tiny_lm):
+def test_chat_checkpoint_keeps_its_own_template_and_base_gets_the_familys(tiny_lm):
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm("gemma"))
     assert tokenizer.chat_template and not has_generation_markers(tokenizer.chat_template)  # Google's: no markers
     detected = detect_family(AutoConfig.from_pretrained(tiny_lm("gemma")), tokenizer)
-    name, source = resolve_template(None, detected, tokenizer)
-    assert (name, source) == ("gemma", load_template("gemma"))
+    chat = resolve_template(None, detected, tokenizer)
+    assert (chat.name, chat.source, chat.end_of_turn) == (
+        "checkpoint",
+        with_list_content(tokenizer.chat_template),
+        "<end_of_turn>",
+    )
+    assert resolve_template("gemma", detected, tokenizer).source == load_template("gemma")  # ours, by name
+    base = AutoTokenizer.from_pretrained(tiny_lm("llama3"))
+    chat = resolve_template(None, detect_family(AutoConfig.from_pretrained(tiny_lm("llama3")), base), base)
+    assert (chat.name, chat.source, chat.end_of_turn) == ("llama3", load_template("llama3"), "<|eot_id|>")
 
 
-def test_custom_template_needs_generation_markers(tiny_lm):
+# Templates that cannot be trained on, and what the error says.
+UNUSABLE_TEMPLATES = [
+    ("{% for m in messages %}{{ m.content }}{% endfor %}", r"no special token after answer 1.*learn to stop"),
+    ("{% for m in messages %}{{ m.content | upper }}{{ eos_token }}{% endfor %}", r"changes the text at answer 1"),
+    ("{{ raise_exception('System prompt required') }}", r"fails on a plain user/assistant exchange.*System prompt"),
+    ("{% for m in messages if m.role == 'user' %}{{ m.content }}{% endfor %}", r"not render assistant message 1"),
+    (
+        "{% for m in messages %}{% generation %}{{ m.role }}{% endgeneration %}: {{ m.content }}</s>{% endfor %}",
+        r"generation %\} blocks do not hold the answer",
+    ),
+    (
+        "{% for m in messages %}{% generation %}{{ m.content }}{% endgeneration %}{{ eos_token }}{% endfor %}",
+        r"generation.*blocks hold the answer but not the token that ends it",
+    ),
+]
+
+
+@pytest.mark.parametrize(("template", "message"), UNUSABLE_TEMPLATES)
+def test_template_that_cannot_be_trained_on_is_refused_before_loading(tiny_lm, template, message):
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm("llama3"))
     detected = detect_family(AutoConfig.from_pretrained(tiny_lm("llama3")), tokenizer)
-    with pytest.raises(ValueError, match="generation"):
-        resolve_template("{% for m in messages %}{{ m.content }}{% endfor %}", detected, tokenizer)
+    with pytest.raises(ValueError, match=message) as error:
+        resolve_template(template, detected, tokenizer)
+    assert "template=" in str(error.value)
+
+
+def test_custom_template_by_name_or_jinja(tiny_lm):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm("llama3"))
+    detected = detect_family(AutoConfig.from_pretrained(tiny_lm("llama3")), tokenizer)
     with pytest.raises(ValueError, match="Unknown chat template 'vicuna_v9'"):
         resolve_template("vicuna_v9", detected, tokenizer)
-    custom = "{% for m in messages %}{% generation %}{{ m.content }}{% endgeneration %}{% endfor %}"
-    assert resolve_template(custom, detected, tokenizer) == ("custom", custom)
+    custom = "{% for m in messages %}{{ m.content }}{% if m.role == 'assistant' %}<|eot_id|>{% endif %}{% endfor %}"
+    chat = resolve_template(custom, detected, tokenizer)
+    assert (chat.name, chat.source, chat.end_of_turn) == ("custom", with_list_content(custom), "<|eot_id|>")
+    assert with_list_content(chat.source) == chat.source  # applied once
     assert all(has_generation_markers(load_template(name)) for name in ("vicuna_v1", "llama2_chat", "llama3", "gemma"))
 
 
@@ -267,36 +404,39 @@ def _other_family_checkpoint(tiny_lm, tmp_path, chat_template):
     return tmp_path
 
 
-CHATML = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
-
-
-def test_other_family_chat_checkpoint_needs_markers_or_an_explicit_template(tiny_lm, tiny_vision, tmp_path):
+def test_other_family_chat_checkpoint_uses_its_own_template_or_an_explicit_one(tiny_lm, tiny_vision, tmp_path):
     from llava_swap import build_vlm
 
-    path = _other_family_checkpoint(tiny_lm, tmp_path / "chatml", CHATML)
-    with pytest.raises(ValueError, match=r"'other'-family chat checkpoint ships its own chat template.*template="):
-        build_vlm(path, tiny_vision("clip"))
+    own = "{% for m in messages %}{{ m.role }}: {{ m.content }}</s>\n{% endfor %}"
+    path = _other_family_checkpoint(tiny_lm, tmp_path / "own", own)
+    model, processor = build_vlm(path, tiny_vision("clip"))
+    assert (model.config.llm_family, processor.chat_template_name) == ("other", "checkpoint")
+    assert processor.chat_template == with_list_content(own)
+    assert _supervised_spans(processor, two_turn_messages())[0] == [" It is red.</s>", " Two.</s>"]
     model, processor = build_vlm(path, tiny_vision("clip"), template="vicuna_v1")
     assert (model.config.llm_family, processor.chat_template_name) == ("other", "vicuna_v1")
 
-    marked = CHATML.replace("{{ m.content }}", "{% generation %}{{ m.content }}{% endgeneration %}")
+    marked = "{% for m in messages %}{% generation %}{{ m.content }}</s>{% endgeneration %}{% endfor %}"
     path = _other_family_checkpoint(tiny_lm, tmp_path / "marked", marked)
     _, processor = build_vlm(path, tiny_vision("clip"))
-    assert processor.chat_template_name == "tokenizer" and processor.chat_template == marked
+    assert processor.chat_template_name == "checkpoint" and processor.chat_template == with_list_content(marked)
 
 
-TEXT_ONLY_LLMS = [("tiny", family) for family in tiny.LANGUAGE_FAMILIES] + [
-    ("real", name)
-    for name in ("llama2", "llama3", "llama3-instruct", "smollm2-instruct")  # ../shared/tokenizers, random weights
-]
+TEXT_ONLY_LLMS = (
+    [("tiny", family) for family in tiny.LANGUAGE_FAMILIES]
+    + [("real", name) for name in ("llama2", "llama3", "llama3-instruct", "smollm2-instruct")]  # random weights
+    + [("own", name) for name in OWN_TEMPLATES]
+)
 
 
 @pytest.mark.parametrize(("source", "name"), TEXT_ONLY_LLMS)
-def test_text_only_prompts_give_the_llms_own_logits_and_continuation(tiny_lm, real_lm, tiny_vision, source, name):
+def test_text_only_prompts_give_the_llms_own_logits_and_continuation(
+    tiny_lm, real_lm, own_template_lm, tiny_vision, source, name
+):
     """Building a VLM around an LLM leaves the LLM itself alone: same logits over its vocabulary, same greedy text."""
     from llava_swap import build_vlm
 
-    path = tiny_lm(name) if source == "tiny" else real_lm(name)
+    path = {"tiny": tiny_lm, "real": real_lm, "own": own_template_lm}[source](name)
     language_model = AutoModelForCausalLM.from_pretrained(path)
     model, _ = build_vlm(path, tiny_vision("clip"))
     ids = AutoTokenizer.from_pretrained(path)("The seismogram shows two small circles", return_tensors="pt").input_ids
@@ -322,8 +462,8 @@ def test_chatml_checkpoint_whose_pad_is_its_end_token(real_lm, tiny_vision):
     own = AutoTokenizer.from_pretrained(path)
     assert own.pad_token == own.eos_token == "<|im_end|>"
     model, processor = build_vlm(path, tiny_vision("clip"))
-    assert (model.config.llm_family, processor.chat_template_name) == ("chatml", "chatml")
-    _check_chat(model, processor, "chatml")
+    assert (model.config.llm_family, processor.chat_template_name) == ("chatml", "checkpoint")
+    _check_chat(model, processor, "smollm2")
     tokenizer = processor.tokenizer
     assert tokenizer.pad_token == "<pad>" and len(tokenizer) == len(own) + 2  # <image> and <pad>: new rows
     assert model.config.pad_token_id == model.generation_config.pad_token_id == tokenizer.pad_token_id

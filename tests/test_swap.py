@@ -49,7 +49,9 @@ def test_swap_from_a_saved_directory(built, tiny_lm, tmp_path):
     processor.save_pretrained(tmp_path)
     new_model, new_processor = swap_language_model(tmp_path, tiny_lm("gemma"))
     _assert_same(_state(new_model.vision_tower), _state(model.vision_tower))
-    assert new_model.config.llm_family == "gemma" and new_processor.chat_template_name == "gemma"
+    assert (
+        new_model.config.llm_family == "gemma" and new_processor.chat_template_name == "checkpoint"
+    )  # Gemma-it: its own
     assert new_model.config.vision_feature_select_strategy == "full"
 
 

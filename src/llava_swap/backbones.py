@@ -32,7 +32,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 from . import compat
 from .configuration_llava_swap import VISION_KINDS, LlavaSwapConfig, VisionKind, vision_kind
-from .families import IMAGE_TOKEN, TEMPLATES, detect_family, prepare_tokenizer, resolve_template, stop_tokens
+from .families import IMAGE_TOKEN, detect_family, prepare_tokenizer, resolve_template, stop_tokens
 from .modeling_llava_swap import LlavaSwapForCausalLM
 from .processing_llava_swap import LlavaSwapProcessor, processed_image_size
 from .projector import LlavaSwapProjector
@@ -197,16 +197,15 @@ def load_language_model(
             )
     tokenizer = AutoTokenizer.from_pretrained(source)
     detected = detect_family(config, tokenizer, override=family)
-    template_name, template_source = resolve_template(template, detected, tokenizer)
+    chat = resolve_template(template, detected, tokenizer)
     old_vocabulary = len(tokenizer)
-    end_of_turn = TEMPLATES[template_name].end_of_turn if template_name in TEMPLATES else None
-    prepare_tokenizer(tokenizer, detected.name, template_source, end_of_turn)
+    prepare_tokenizer(tokenizer, detected.name, chat.source, chat.end_of_turn)
     quantization = {} if quantization_config is None else {"quantization_config": quantization_config}
     lm = AutoModelForCausalLM.from_pretrained(source, **_dtype_kwargs(torch_dtype), **quantization)
     _add_embedding_rows(lm, old_vocabulary, len(tokenizer), seed)
     lm.config.pad_token_id = tokenizer.pad_token_id
     generation_config = copy.deepcopy(lm.generation_config)
-    generation_config.eos_token_id = stop_tokens(template_name, tokenizer, lm.generation_config.eos_token_id)
+    generation_config.eos_token_id = stop_tokens(chat.end_of_turn, tokenizer, lm.generation_config.eos_token_id)
     generation_config.pad_token_id = tokenizer.pad_token_id
     if tokenizer.bos_token_id is not None:
         generation_config.bos_token_id = tokenizer.bos_token_id
@@ -216,8 +215,8 @@ def load_language_model(
         generation_config=generation_config,
         tokenizer=tokenizer,
         family=detected.name,
-        template_name=template_name,
-        template=template_source,
+        template_name=chat.name,
+        template=chat.source,
         source=str(source),
     )
 

@@ -1,78 +1,69 @@
-"""What differs between LLM families, as data: detection, chat template, pad token and stop tokens.
+"""What differs between LLM families, as data: detection, base-checkpoint chat template, pad token and stop tokens.
 
 One table (`FAMILIES`) says how to recognise each family from a checkpoint's own config and tokenizer (never from
-its path), which chat template its base and chat variants use, and which reserved token can serve as padding. A
-second table (`TEMPLATES`) says where each template's assistant turn ends, which is also where generation must stop.
-Code elsewhere reads these tables; there is no per-family branch anywhere else in the package.
+its path), which of the chat templates shipped in `llava_swap/templates/` (`TEMPLATES`) its base checkpoints are
+trained in, and which reserved token can serve as padding. A chat checkpoint keeps the format it was tuned in: its
+own template (see `answer_spans.py` for how its answers are found without markers). Where an answer ends, which is
+also where generation stops, is read off the template itself. Code elsewhere reads these tables; there is no
+per-family branch anywhere else in the package.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-IMAGE_TOKEN = "<image>"
+from .answer_spans import IMAGE_TOKEN, end_of_turn_token, with_list_content
 
-
-@dataclass(frozen=True)
-class TemplateSpec:
-    """A chat template shipped in `llava_swap/templates/`; `end_of_turn` ends an answer (None: the tokenizer's eos)."""
-
-    name: str
-    end_of_turn: str | None
+# The chat templates llava-swap ships, each marking answers with {% generation %}.
+TEMPLATES = ("vicuna_v1", "llama2_chat", "llama3", "gemma", "chatml")
 
 
 @dataclass(frozen=True)
 class Family:
-    """How to recognise an LLM family and how to talk to it."""
+    """How to recognise an LLM family and which template its base checkpoints use."""
 
     name: str
     model_types: tuple[str, ...]  # config.model_type values of this family (empty: any)
     marker_tokens: tuple[str, ...]  # all must be in the tokenizer's vocabulary
     base_template: str
-    chat_template: str | None  # None: the family has no chat format of ours; a chat checkpoint's own is used
     pad_candidates: tuple[str, ...] = ()  # used as pad, in order, when the tokenizer has none
     max_context: int | None = None  # LLaMA-1 (2048) vs LLaMA-2 (4096) share the tokenizer, not the context
     min_context: int | None = None
 
 
-TEMPLATES = {
-    spec.name: spec
-    for spec in (
-        TemplateSpec("vicuna_v1", end_of_turn=None),
-        TemplateSpec("llama2_chat", end_of_turn=None),
-        TemplateSpec("llama3", end_of_turn="<|eot_id|>"),
-        TemplateSpec("gemma", end_of_turn="<end_of_turn>"),
-        TemplateSpec("chatml", end_of_turn="<|im_end|>"),
-    )
-}
+@dataclass(frozen=True)
+class ChatTemplate:
+    """The chat template a model is trained and prompted in."""
+
+    name: str  # a shipped template's name, "checkpoint" (the checkpoint's own) or "custom" (passed as template=)
+    source: str  # Jinja
+    end_of_turn: str  # the token that closes an answer, where generation stops
+
 
 _SENTENCEPIECE_LLAMA = ("<s>", "</s>", "<unk>")
 # Detection tries these in order; the first family whose model type, marker tokens and context length all match wins.
 FAMILIES = {
     family.name: family
     for family in (
-        Family("gemma", ("gemma", "gemma2", "gemma3_text"), ("<start_of_turn>", "<end_of_turn>"), "gemma", "gemma"),
+        Family("gemma", ("gemma", "gemma2", "gemma3_text"), ("<start_of_turn>", "<end_of_turn>"), "gemma"),
         Family(
             "llama3",
             ("llama",),
             ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
             "llama3",
-            "llama3",
             # LLaMA-3.1 reserves a pad token; LLaMA-3.0 has the same slot under a reserved name.
             pad_candidates=("<|finetune_right_pad_id|>", "<|reserved_special_token_0|>"),
         ),
         # ChatML is a format, not an architecture (Qwen2/2.5/3, SmolLM2 on LLaMA, ...): recognised by its turn tokens.
-        Family("chatml", (), ("<|im_start|>", "<|im_end|>"), "chatml", "chatml"),
+        Family("chatml", (), ("<|im_start|>", "<|im_end|>"), "chatml"),
         # LLaVA pads LLaMA-1/2 with <unk>: byte fallback means the tokenizer never emits it for real text.
-        Family("llama2", ("llama",), _SENTENCEPIECE_LLAMA, "vicuna_v1", "llama2_chat", ("<unk>",), min_context=4096),
-        # LLaMA-1 had no chat release; LLaMA-1-shaped chat models (TinyLlama-chat, ...) bring their own template.
-        Family("llama1", ("llama",), _SENTENCEPIECE_LLAMA, "vicuna_v1", None, ("<unk>",), max_context=2048),
-        Family("other", (), (), "vicuna_v1", None),
+        Family("llama2", ("llama",), _SENTENCEPIECE_LLAMA, "vicuna_v1", ("<unk>",), min_context=4096),
+        Family("llama1", ("llama",), _SENTENCEPIECE_LLAMA, "vicuna_v1", ("<unk>",), max_context=2048),
+        Family("other", (), (), "vicuna_v1"),
     )
 }
 
@@ -86,9 +77,8 @@ class DetectedFamily:
 
     @property
     def template(self) -> str | None:
-        """Name of the family's template for this variant; None: use the checkpoint's own chat template."""
-        family = FAMILIES[self.name]
-        return family.chat_template if self.is_chat else family.base_template
+        """The shipped template this checkpoint is trained in by default; None: a chat checkpoint, which keeps its own."""
+        return None if self.is_chat else FAMILIES[self.name].base_template
 
 
 def detect_family(
@@ -129,64 +119,48 @@ def load_template(name: str) -> str:
 
 def resolve_template(
     template: str | None, detected: DetectedFamily, tokenizer: PreTrainedTokenizerBase
-) -> tuple[str, str]:
-    """Picks the chat template: `(name, jinja source)`.
+) -> ChatTemplate:
+    """Picks the chat template a model is trained and prompted in.
 
-    `template` may be a shipped template's name or a Jinja string. Without it: the family's template; for a chat
-    checkpoint of a family without one of ours (other, llama1), the tokenizer's own, which must mark assistant turns
-    with {% generation %} for assistant-only loss: if it does not, an error asks for an explicit template rather than
-    silently training in a format the checkpoint was not tuned on.
+    `template` may be a shipped template's name or a Jinja string. Without it, a chat checkpoint keeps its own
+    template (its format is what it was tuned in) and a base checkpoint gets its family's. A template llava-swap did
+    not write is given list-content rendering, so images go where the conversation puts them. Fails here, before any
+    weights load, when the template cannot be trained on (no token closes an answer, answers rewritten, ...).
     """
-    if template is None:
-        template = detected.template
-        if template is None:
-            own = getattr(tokenizer, "chat_template", None)
-            if isinstance(own, str) and has_generation_markers(own):
-                return "tokenizer", own
-            raise ValueError(
-                f"This {detected.name!r}-family chat checkpoint ships its own chat template, without "
-                "{% generation %} markers around assistant turns, so answers could not be supervised alone. Pass "
-                f"template= one of {sorted(TEMPLATES)} (LLaVA used 'vicuna_v1'), or its own template with the "
-                "markers added."
-            )
-    if template in TEMPLATES:
-        return template, load_template(template)
-    if "{%" not in template and "{{" not in template:
+    if template is None and detected.is_chat:
+        own = tokenizer.chat_template
+        own = own.get("default") if isinstance(own, dict) else own
+        name, source = ("checkpoint", with_list_content(own)) if own else (None, None)
+    elif template is None or template in TEMPLATES:
+        name = template or detected.template
+        source = load_template(name)
+    elif "{%" in template or "{{" in template:
+        name, source = "custom", with_list_content(template)
+    else:
         raise ValueError(f"Unknown chat template {template!r}: use one of {sorted(TEMPLATES)} or pass a Jinja string.")
-    if not has_generation_markers(template):
+    if source is None:
         raise ValueError(
-            "The chat template passed has no {% generation %} ... {% endgeneration %} around assistant content; "
-            "add them so training can supervise the answers only."
+            f"This chat checkpoint's tokenizer has no default chat template: pass template= one of {sorted(TEMPLATES)}."
         )
-    return "custom", template
+    return ChatTemplate(name, source, end_of_turn_token(source, tokenizer))
 
 
 def stop_tokens(
-    template_name: str, tokenizer: PreTrainedTokenizerBase, extra_ids: int | list[int] | None = None
+    end_of_turn: str, tokenizer: PreTrainedTokenizerBase, extra_ids: int | list[int] | None = None
 ) -> list[int]:
     """Token ids that end generation: the template's end-of-turn token, the tokenizer's eos, then `extra_ids` (the
     checkpoint's own generation eos ids: LLaMA-3-Instruct stops at <|eot_id|> and <|end_of_text|>)."""
-    spec = TEMPLATES.get(template_name)
-    candidates = [spec.end_of_turn] if spec is not None and spec.end_of_turn else []
-    candidates.append(tokenizer.eos_token)
     ids: list[int] = []
-    for token in candidates:
+    for token in (end_of_turn, tokenizer.eos_token):
         if token is None:
             continue
         token_id = tokenizer.convert_tokens_to_ids(token)
         if token_id is None or token_id == tokenizer.unk_token_id:
-            raise ValueError(
-                f"Stop token {token!r} of template {template_name!r} is not in the tokenizer's vocabulary."
-            )
+            raise ValueError(f"Stop token {token!r} is not a single token of the tokenizer's vocabulary.")
         if token_id not in ids:
             ids.append(token_id)
     extra_ids = [extra_ids] if isinstance(extra_ids, int) else list(extra_ids or [])
-    ids += [token_id for token_id in extra_ids if token_id not in ids]
-    if not ids:
-        raise ValueError(
-            "The tokenizer has no eos token and the template no end-of-turn token: generation could not stop."
-        )
-    return ids
+    return ids + [token_id for token_id in extra_ids if token_id not in ids]
 
 
 def prepare_tokenizer(
@@ -213,23 +187,14 @@ def prepare_tokenizer(
     return len(tokenizer) - before
 
 
-_GENERATION_OPEN = re.compile(r"\{%-?\s*generation\s*-?%\}")
-_GENERATION_CLOSE = re.compile(r"\{%-?\s*endgeneration\s*-?%\}")
-
-
-def has_generation_markers(template: str) -> bool:
-    """Whether a Jinja chat template wraps assistant content in {% generation %} ... {% endgeneration %}."""
-    return bool(_GENERATION_OPEN.search(template) and _GENERATION_CLOSE.search(template))
-
-
 __all__ = [
     "FAMILIES",
     "IMAGE_TOKEN",
     "TEMPLATES",
+    "ChatTemplate",
     "DetectedFamily",
     "Family",
     "detect_family",
-    "has_generation_markers",
     "load_template",
     "prepare_tokenizer",
     "resolve_template",

@@ -4,9 +4,10 @@ It is transformers' `LlavaProcessor` (each `<image>` marker expands to the numbe
 per image, derived from the patch size and the encoder's CLS token), with the LLM family and template name recorded
 and two fixes:
 - a prompt rendered by a chat template already starts with BOS, so tokenizing it does not add a second;
-- `apply_chat_template(..., return_assistant_tokens_mask=True)` computes the mask itself, from the template's
-  {% generation %} spans and token offsets, so it is right whatever the transformers version (5.17 selects nothing
-  once `<image>` is expanded), and it fails loudly when tokens and text cannot be aligned.
+- `apply_chat_template(..., return_assistant_tokens_mask=True)` computes the mask itself, from the answers' character
+  spans (`answer_spans.py`: {% generation %} blocks, or located in a checkpoint's own template) and token offsets, so
+  it is right for any template and whatever the transformers version (5.17 selects nothing once `<image>` is
+  expanded), and it fails loudly when tokens and text cannot be aligned.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import torch
 from transformers import LlavaProcessor
 
-from . import compat
+from .answer_spans import render_with_answer_spans
 
 
 class LlavaSwapProcessor(LlavaProcessor):
@@ -26,7 +27,7 @@ class LlavaSwapProcessor(LlavaProcessor):
         tokenizer: the LLM's tokenizer, with `<image>` and a pad token added (see `llava_swap.build_vlm`).
         patch_size (`int`): the vision encoder's patch size.
         vision_feature_select_strategy (`str`): `"default"` (the CLS token is dropped) or `"full"`.
-        chat_template (`str`): Jinja chat template marking assistant turns with `{% generation %}`.
+        chat_template (`str`): Jinja chat template (see `llava_swap.families.resolve_template`).
         image_token (`str`): the image token, `"<image>"`.
         num_additional_image_tokens (`int`): tokens the encoder adds before its patches (1 for a CLS token).
         llm_family (`str`): the LLM family the tokenizer belongs to (lineage).
@@ -120,15 +121,14 @@ class LlavaSwapProcessor(LlavaProcessor):
         return tokens - (1 if self.vision_feature_select_strategy == "default" else 0)
 
     def _render(self, conversations, chat_template, add_generation_prompt, continue_final_message):
-        """`[(prompt text, generation spans)]`: the template's text and the character spans of the answers."""
-        prompts, spans = compat.render_with_generation_spans(
+        """`[(prompt text, answer spans)]`: the template's text and the character spans of the answers."""
+        return render_with_answer_spans(
             conversations,
             chat_template or self.chat_template,
+            self.tokenizer,
             add_generation_prompt=add_generation_prompt,
             continue_final_message=continue_final_message,
-            **self.tokenizer.special_tokens_map,
         )
-        return list(zip(prompts, spans, strict=True))
 
     def _tokenize_rendered(self, prompt: str, spans, per_image: int) -> tuple[list[int], list[int]]:
         """Tokens of a rendered prompt with each image expanded, and 1 for tokens inside a generation span."""
