@@ -10,6 +10,7 @@ model is built exactly like a fresh one.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import re
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from packaging.version import Version
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -24,6 +26,7 @@ from transformers import (
     AutoTokenizer,
     GenerationConfig,
     PretrainedConfig,
+    PreTrainedModel,
 )
 from transformers.models.auto.image_processing_auto import (
     AutoImageProcessor,  # the top-level name needs torchvision in 5.17
@@ -70,6 +73,7 @@ def build_vlm(
     family: str | None = None,
     seed: int = 0,
     quantization_config=None,
+    gguf_file: str | None = None,
 ) -> tuple[LlavaSwapForCausalLM, LlavaSwapProcessor]:
     """Builds a LLaVA-style model from a pretrained LLM and a pretrained vision encoder.
 
@@ -83,6 +87,9 @@ def build_vlm(
         family: override the detected LLM family (`llama1`, `llama2`, `llama3`, `gemma`, `other`).
         seed: seeds the new projector and any new embedding rows, so a build is reproducible.
         quantization_config: loads the LLM quantized (e.g. `BitsAndBytesConfig(load_in_4bit=True)` for QLoRA).
+        gguf_file: the LLM is this GGUF file in `language_model` (a directory or Hub repo of GGUF files, as llama.cpp
+            users share them; needs `pip install "llava-swap[gguf]"`). transformers dequantizes it; the model is an
+            ordinary one from then on: it trains, saves and serves like any other.
 
     Returns:
         `(model, processor)`: save both with `save_pretrained` into one directory.
@@ -97,6 +104,7 @@ def build_vlm(
         torch_dtype=torch_dtype,
         seed=seed,
         quantization_config=quantization_config,
+        gguf_file=gguf_file,
     )
     vision = load_vision_model(vision_model, torch_dtype=torch_dtype)
     return _compose(language, vision, projector, vision_feature_layer, seed)
@@ -111,15 +119,19 @@ def swap_language_model(
     family: str | None = None,
     torch_dtype: torch.dtype | str | None = None,
     seed: int = 0,
+    gguf_file: str | None = None,
 ) -> tuple[LlavaSwapForCausalLM, LlavaSwapProcessor]:
     """Rebuilds `model` on another LLM: the vision tower is kept bit-identical; tokenizer, template and projector are
     rebuilt for the new LLM. The projector's weights are kept only with `keep_projector=True`, and only if its sizes
     match (otherwise an error says why).
 
     `model` is a built model (then pass its `processor`, whose image processor is reused) or a saved model directory.
+    `gguf_file` as in `build_vlm`.
     """
     model, processor = _model_and_processor(model, processor)
-    language = load_language_model(language_model, family=family, template=template, torch_dtype=torch_dtype, seed=seed)
+    language = load_language_model(
+        language_model, family=family, template=template, torch_dtype=torch_dtype, seed=seed, gguf_file=gguf_file
+    )
     vision = VisionParts(
         model=copy.deepcopy(model.model.vision_tower),
         image_processor=copy.deepcopy(processor.image_processor),
@@ -174,10 +186,12 @@ def load_language_model(
     torch_dtype: torch.dtype | str | None = None,
     seed: int = 0,
     quantization_config=None,
+    gguf_file: str | None = None,
 ) -> LanguageParts:
     """Loads a causal LM and its tokenizer and prepares the tokenizer for its family (see `families.py`)."""
     source = _check_source(source, "language_model")
-    config = _load_config(source, "language_model")
+    gguf = {} if gguf_file is None else {"gguf_file": _check_gguf(source, gguf_file, quantization_config)}
+    config = _load_config(source, "language_model", **gguf)
     if vision_kind(config.model_type) is not None:
         raise ValueError(
             f"language_model={source!r} is a {config.model_type} checkpoint, a vision encoder: pass it as vision_model."
@@ -195,13 +209,15 @@ def load_language_model(
                 "transformers' native llava format) applies a plain LM head and would silently change its outputs. "
                 "Use an LLM without it (LLaMA, Gemma-1, Mistral, ...)."
             )
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(source, **gguf)
     detected = detect_family(config, tokenizer, override=family)
     chat = resolve_template(template, detected, tokenizer)
     old_vocabulary = len(tokenizer)
     prepare_tokenizer(tokenizer, detected.name, chat.source, chat.end_of_turn)
     quantization = {} if quantization_config is None else {"quantization_config": quantization_config}
-    lm = AutoModelForCausalLM.from_pretrained(source, **_dtype_kwargs(torch_dtype), **quantization)
+    lm = AutoModelForCausalLM.from_pretrained(source, **_dtype_kwargs(torch_dtype), **quantization, **gguf)
+    if gguf:
+        lm = _plain_copy(lm)
     _add_embedding_rows(lm, old_vocabulary, len(tokenizer), seed)
     lm.config.pad_token_id = tokenizer.pad_token_id
     generation_config = copy.deepcopy(lm.generation_config)
@@ -221,10 +237,53 @@ def load_language_model(
     )
 
 
+def _plain_copy(lm: PreTrainedModel) -> PreTrainedModel:
+    """The same weights in an ordinary model of the same class. A GGUF-loaded model holds dequantized, ordinary
+    tensors but stays marked as quantized, so transformers refuses to save it and the Trainer to train it."""
+    config = copy.deepcopy(lm.config)
+    del config.quantization_config
+    config.architectures = [type(lm).__name__]
+    plain = AutoModelForCausalLM.from_config(config, dtype=lm.dtype)
+    plain.load_state_dict(lm.state_dict(), strict=True)
+    plain.generation_config = copy.deepcopy(lm.generation_config)
+    return plain
+
+
+# The oldest transformers whose GGUF tokenizers equal the checkpoint's own (ids, BOS, eos), found by bisection on the
+# tiny LLaMA-2 and LLaMA-3 files the tests write; pyproject's `gguf` extra requires it too.
+GGUF_MIN_TRANSFORMERS = "5.23"
+
+
+def _check_gguf(source: str, gguf_file: str, quantization_config) -> str:
+    """Refuses a GGUF request that cannot work, before anything loads."""
+    if quantization_config is not None:
+        raise ValueError(
+            "gguf_file and quantization_config together: a GGUF file is dequantized on load; quantize the result "
+            "for QLoRA by building from an ordinary checkpoint (save the GGUF-built model first)."
+        )
+    if importlib.util.find_spec("gguf") is None:
+        raise ImportError(f'gguf_file={gguf_file!r} needs the gguf package: pip install "llava-swap[gguf]".')
+    if Version(transformers.__version__) < Version(GGUF_MIN_TRANSFORMERS):
+        raise ImportError(
+            f"gguf_file={gguf_file!r}: transformers {transformers.__version__} reads GGUF tokenizers wrongly (no BOS; "
+            f"before 5.18 also the wrong eos and splits), so the model would train on other tokens than it was "
+            f'trained on. Upgrade: pip install "llava-swap[gguf]" (transformers>={GGUF_MIN_TRANSFORMERS}).'
+        )
+    if Path(source).is_dir() and not (Path(source) / gguf_file).is_file():
+        present = sorted(path.name for path in Path(source).glob("*.gguf"))
+        raise FileNotFoundError(
+            f"gguf_file={gguf_file!r} is not in language_model={source!r} (GGUF files there: {present or 'none'})."
+        )
+    return gguf_file
+
+
 def _add_embedding_rows(lm, old_vocabulary: int, new_vocabulary: int, seed: int) -> None:
     """Gives the token ids [old_vocabulary, new_vocabulary) embedding (and head) rows drawn from N(mean, cov) of the
     existing rows, as transformers' mean resizing does. Vocabularies padded beyond the tokenizer (Qwen, Phi-3) keep
-    their size; their spare rows were never trained, so the new ids get fresh rows there too."""
+    their size; their spare rows were never trained, so the new ids get fresh rows there too. A tokenizer longer
+    than the embeddings (a GGUF tokenizer may add an `<|endoftext|>` the model never had) gets rows for all of its
+    tokens beyond them."""
+    old_vocabulary = min(old_vocabulary, lm.get_input_embeddings().num_embeddings)
     if new_vocabulary == old_vocabulary:
         return
     if new_vocabulary > lm.get_input_embeddings().num_embeddings:
@@ -387,9 +446,9 @@ def _check_source(source: str | os.PathLike, role: str) -> str:
     return text
 
 
-def _load_config(source: str, role: str) -> PretrainedConfig:
+def _load_config(source: str, role: str, **kwargs) -> PretrainedConfig:
     try:
-        return AutoConfig.from_pretrained(source)
+        return AutoConfig.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as error:
         reason = " ".join(str(error).split())  # one line, whatever the library wrote
         where = (
@@ -397,7 +456,8 @@ def _load_config(source: str, role: str) -> PretrainedConfig:
             if Path(source).exists()
             else "a local directory, or a Hub id reachable from here (offline or without network: download it first)"
         )
-        raise OSError(f"{role}={source!r}: no loadable config.json ({reason}). Pass {where}.") from error
+        what = f"GGUF file {kwargs['gguf_file']!r}" if "gguf_file" in kwargs else "config.json"
+        raise OSError(f"{role}={source!r}: no loadable {what} ({reason}). Pass {where}.") from error
 
 
 def _dtype_kwargs(torch_dtype) -> dict:

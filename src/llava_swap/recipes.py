@@ -33,6 +33,9 @@ class ModelConfig:
     vision_feature_layer: int = field(default=-2, metadata={"help": "Vision hidden state fed to the projector."})
     family: str | None = field(default=None, metadata={"help": "Override the detected LLM family."})
     template: str | None = field(default=None, metadata={"help": "Chat template name or Jinja string."})
+    gguf_file: str | None = field(
+        default=None, metadata={"help": "The LLM is this GGUF file in language_model (needs llava-swap[gguf])."}
+    )
     torch_dtype: str | None = field(default=None, metadata={"help": "e.g. bfloat16; default: the LLM's dtype."})
     init_from: str | None = field(default=None, metadata={"help": "Start from a saved llava-swap model (stage 1)."})
 

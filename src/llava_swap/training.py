@@ -157,6 +157,7 @@ def _initial_model(recipe: Recipe, language_source: str, vision_source: str):
         family=model_config.family,
         seed=recipe.seed,
         quantization_config=quantization,
+        gguf_file=model_config.gguf_file,
     )
 
 
