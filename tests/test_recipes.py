@@ -76,20 +76,87 @@ def test_accumulation_makes_the_global_batch_exact():
 def test_overrides_and_errors(tmp_path):
     recipe = default_recipe().with_override("stages.1.learning_rate=1e-4").with_override("model.projector=linear")
     assert recipe.stages[1].learning_rate == 1e-4 and recipe.model.projector == "linear"
-    with pytest.raises(ValueError, match="'stages.1.lr' is not a field"):
+    with pytest.raises(ValueError, match=r"stages\[1\]: unknown field 'lr'; a stage takes"):
         default_recipe().with_override("stages.1.lr=1")
     bad = tmp_path / "bad.yaml"
     bad.write_text("stages:\n  - name: x\n    stage: pretrain\n    language_model: full\n")
     with pytest.raises(ValueError, match=r"bad.yaml: stages\[0\] \(x\): a pretrain stage trains the projector only"):
         Recipe.from_yaml(bad)
     bad.write_text("stages:\n  - name: x\n    learnig_rate: 1\n")
-    with pytest.raises(ValueError, match=r"stages\[0\]: unknown field\(s\) \['learnig_rate'\]"):
+    with pytest.raises(
+        ValueError, match=r"stages\[0\]: unknown field 'learnig_rate' \(did you mean 'learning_rate'\?\)"
+    ):
         Recipe.from_yaml(bad)
     bad.write_text("data:\n  on_bad_record: ignore\nstages:\n  - name: x\n")
     with pytest.raises(ValueError, match="on_bad_record='ignore'; use 'error' or 'skip'"):
         Recipe.from_yaml(bad)
     with pytest.raises(FileNotFoundError, match="recipes/configs"):
         Recipe.from_yaml(tmp_path / "missing.yaml")
+
+
+# Mistakes the recipe refuses when it is read (before anything loads), and what the error says.
+BAD_OVERRIDES = {
+    "stages.1.per_device_train_batch_size=big": r"per_device_train_batch_size='big': expected an integer",
+    "stages.1.max_steps=2.5": r"max_steps=2.5: expected an integer",
+    "stages.0.bf16=maybe": r"bf16='maybe': expected true or false",
+    "stages.1.learning_rate=fast": r"learning_rate='fast': expected a number",
+    "stages.1.max_grad_norm=[1]": r"max_grad_norm=\[1\]: expected a number",
+    "stages.1.optim=adamw_turbo": r"stages\[1\] \(stage2-finetune\): adamw_turbo is not a valid OptimizerNames",
+    "stages.1.lr_scheduler_type=cosin": r"cosin is not a valid SchedulerType",
+    "stages.5.learning_rate=1": r"'stages.5': the recipe has 2 stage\(s\), numbered 0 to 1",
+    "stages.x.learning_rate=1": r"'stages.x': the recipe has 2 stage\(s\)",
+    "stages.1=3": r"'stages.1' is a stage; set one of its fields",
+    "stages.0.output_dir=elsewhere": r"output_dir is set by llava-swap from the recipe's output_dir",
+    "stages.0.seed=3": r"seed is set by llava-swap from the recipe's seed",
+    "model.projectr=linear": r"'model.projectr' is not a field of the recipe \(did you mean 'projector'\?\)",
+    "modle.projector=linear": r"'modle' is not a section of the recipe \(did you mean 'model'\?\)",
+    "seed=three": r"seed='three': expected an integer",
+    "stages.1.name=stage1-pretrain": r"stage names \['stage1-pretrain', 'stage1-pretrain'\] repeat",
+}
+
+
+@pytest.mark.parametrize("assignment", sorted(BAD_OVERRIDES))
+def test_bad_values_are_refused_when_the_recipe_is_read(assignment):
+    with pytest.raises(ValueError, match=BAD_OVERRIDES[assignment]):
+        default_recipe().with_override(assignment)
+
+
+def test_any_sft_config_field_is_a_stage_field(tmp_path):
+    """TrainingArguments / SFTConfig fields beyond the named ones: written in the stage, under training_args or by
+    --set, they reach the SFTConfig each stage trains with; the named ones keep LLaVA's defaults."""
+    from llava_swap.recipes import sft_config
+
+    config = tmp_path / "recipe.yaml"
+    config.write_text(
+        "stages:\n"
+        "  - name: s\n    optim: adafactor\n    max_grad_norm: 0.5\n"
+        "    training_args: {run_name: mine, lr_scheduler_kwargs: {min_lr: 0.0}, warmup_steps: 3}\n"
+    )
+    recipe = Recipe.from_yaml(config).with_override("stages.0.adam_beta2=0.95")
+    stage = recipe.stages[0]
+    assert stage.training_args == {
+        "optim": "adafactor",
+        "max_grad_norm": 0.5,
+        "run_name": "mine",
+        "lr_scheduler_kwargs": {"min_lr": 0.0},
+        "warmup_steps": 3,
+        "adam_beta2": 0.95,
+    }
+    args = sft_config(stage, recipe, use_cpu=True)
+    assert (args.optim, args.max_grad_norm, args.run_name, args.adam_beta2, args.warmup_steps) == (
+        "adafactor",
+        0.5,
+        "mine",
+        0.95,
+        3,
+    )
+    assert (args.learning_rate, args.per_device_train_batch_size, args.output_dir) == (
+        2e-5,
+        16,
+        str(Path(recipe.output_dir) / "s"),
+    )
+    # Round trip: the resolved recipe (as train_summary.json records it) reads back the same.
+    assert Recipe.from_dict(recipe.to_dict()).to_dict() == recipe.to_dict()
 
 
 def test_qlora_needs_a_gpu_and_says_so_before_training(tmp_path):

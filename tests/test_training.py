@@ -35,8 +35,12 @@ def short_recipe(out: Path, finetune: dict | None = None, **data) -> dict:
 
 
 def test_two_stages_freeze_what_they_say(tmp_path):
-    summary = run_recipe(Recipe.from_dict(short_recipe(tmp_path / "run")))
+    # SFTConfig fields the recipe schema does not name reach the trainer (and its saved training_args.bin).
+    extra = {"optim": "adafactor", "max_grad_norm": 0.5, "lr_scheduler_type": "constant"}
+    summary = run_recipe(Recipe.from_dict(short_recipe(tmp_path / "run", finetune=extra)))
     out = tmp_path / "run"
+    saved = torch.load(out / "stage2-finetune" / "final" / "training_args.bin", weights_only=False)
+    assert (saved.optim, saved.max_grad_norm, saved.lr_scheduler_type) == ("adafactor", 0.5, "constant")
     assert set(json.loads((out / "train_summary.json").read_text())) >= SUMMARY_KEYS
     assert summary.trainable_parameters["stage1-pretrain"]["language_model"] == 0
     assert summary.trainable_parameters["stage1-pretrain"]["vision_tower"] == 0

@@ -1,17 +1,25 @@
 """Training recipes: the schema of a recipe YAML (model, data, stages), its checks, and the resolved plan.
 
 A `Recipe` names the backbones, the data and the stages. Stage `pretrain` trains the projector alone on captions;
-stage `finetune` trains the projector and the LLM (full, LoRA or QLoRA) on instructions. Every field is documented
-in its `metadata["help"]`; unknown fields, bad values and numbers written as text fail here, naming the field.
-Backbone names `tiny:<family>` / `tiny:<kind>` and a missing data path mean the offline tiny default.
+stage `finetune` trains the projector and the LLM (full, LoRA or QLoRA) on instructions. A stage's training
+settings are TRL's `SFTConfig` (transformers' `TrainingArguments`): any of its fields may be written in a stage and is
+handed to it, checked by it; only what a stage means to llava-swap (`STAGE_FIELDS`) is ours. Every field is checked
+when the recipe is read, before anything loads: unknown names (with the closest match), types, values the library
+refuses, stage indices. Backbone names `tiny:<family>` / `tiny:<kind>` and a missing data path mean the offline tiny
+default.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
+import enum
 import os
+import types
 import typing
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +123,54 @@ class StageConfig:
     save_steps: int = 500
     save_total_limit: int | None = 2
     dataloader_num_workers: int = 0
+    training_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Any other SFTConfig / TrainingArguments field (optim, max_grad_norm, warmup_steps, "
+            "eval_strategy, deepspeed, fsdp, run_name, ...); may also be written directly in the stage."
+        },
+    )
+
+    def sft_config_kwargs(self) -> dict[str, Any]:
+        """The stage's settings that are SFTConfig fields: the named ones above, then `training_args`."""
+        named = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in STAGE_FIELDS}
+        if "warmup_steps" not in self.training_args:  # transformers 5: a float in [0, 1) is a ratio of the steps
+            named["warmup_steps"] = self.warmup_ratio
+        return {**named, **self.training_args}
+
+
+# What a stage means to llava-swap; every other field of a stage is an SFTConfig field (the named ones carry LLaVA's
+# defaults, `training_args` holds the rest).
+STAGE_FIELDS = (
+    "name",
+    "stage",
+    "data",
+    "language_model",
+    "train_vision_tower",
+    "global_batch_size",
+    "group_by_length",
+    "padding_free",
+    "gradient_checkpointing",
+    "warmup_ratio",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "training_args",
+)
+# SFTConfig fields llava-swap sets itself, and where a recipe sets them instead.
+MANAGED_TRAINING_ARGS = {
+    "output_dir": "the recipe's output_dir (each stage writes to <output_dir>/<stage name>)",
+    "seed": "the recipe's seed",
+    "data_seed": "the recipe's seed",
+    "report_to": "the recipe's report_to",
+    "use_cpu": "chosen from the machine",
+    "train_sampling_strategy": "the stage's group_by_length",
+    "length_column_name": "llava-swap's token counts",
+    "remove_unused_columns": "llava-swap's collator",
+    "dataset_kwargs": "llava-swap's collator",
+    "activation_checkpointing": "the stage's gradient_checkpointing",
+    "resume_from_checkpoint": "--resume_from_checkpoint on the command line",
+}
 
 
 @dataclass
@@ -141,8 +197,8 @@ class Recipe:
             "model": _build(ModelConfig, values.pop("model", {}) or {}, f"{source}: model"),
             "data": _build(DataConfig, values.pop("data", {}) or {}, f"{source}: data"),
             "stages": [
-                _build(StageConfig, stage, f"{source}: stages[{index}]")
-                for index, stage in enumerate(values.pop("stages", []) or [])
+                _build_stage(stage, f"{source}: stages[{index}]")
+                for index, stage in enumerate(_as_list(values.pop("stages", []), f"{source}: stages"))
             ],
         }
         recipe = _build(cls, {**values, **nested}, source)
@@ -169,6 +225,10 @@ class Recipe:
                 raise ValueError(f"{where}: a pretrain stage trains the projector only; set language_model: frozen.")
             if stage.data not in ("pretrain", "train"):
                 raise ValueError(f"{where}: data={stage.data!r}; use 'pretrain' or 'train'.")
+            _check_with_sft_config(stage, where, self)
+        names = [stage.name for stage in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{source}: stage names {names} repeat; each stage needs a folder of its own.")
         if self.data.on_bad_record not in ("error", "skip"):
             raise ValueError(f"{source}: data.on_bad_record={self.data.on_bad_record!r}; use 'error' or 'skip'.")
 
@@ -176,23 +236,39 @@ class Recipe:
         return dataclasses.asdict(self)
 
     def with_override(self, assignment: str) -> Recipe:
-        """A copy with one field set from `KEY=VALUE` (dotted path, list index allowed; the value is YAML)."""
+        """A copy with one field set from `KEY=VALUE` (dotted path, stage by index; the value is YAML). A stage may
+        be given any SFTConfig field this way, e.g. `stages.1.optim=adafactor`."""
         if "=" not in assignment:
             raise ValueError(f"--set {assignment!r}: write KEY=VALUE, e.g. stages.1.learning_rate=1e-4.")
         key, value = assignment.split("=", 1)
         values = self.to_dict()
-        target, parts = values, key.split(".")
-        for part in parts[:-1]:
-            target = target[int(part)] if isinstance(target, list) else target.get(part)
-            if target is None:
-                raise ValueError(f"--set {assignment!r}: {key!r} is not a field of the recipe.")
+        for stage in values["stages"]:  # flat, as written in a YAML file, so an override of either form lands
+            stage.update(stage.pop("training_args"))
+        target, parts = values, key.strip().split(".")
+        for depth, part in enumerate(parts[:-1]):
+            where = ".".join(parts[: depth + 1])
+            if isinstance(target, list):
+                if not part.isdigit() or int(part) >= len(target):
+                    raise ValueError(
+                        f"--set {assignment!r}: {where!r}: the recipe has {len(target)} stage(s), numbered 0 to "
+                        f"{len(target) - 1}."
+                    )
+                target = target[int(part)]
+            elif isinstance(target, dict) and isinstance(target.get(part), (dict, list)):
+                target = target[part]
+            else:
+                raise ValueError(
+                    f"--set {assignment!r}: {where!r} is not a section of the recipe{_suggest(part, target)}."
+                )
         last = parts[-1]
         if isinstance(target, list):
-            target[int(last)] = yaml.safe_load(value)
-        elif last not in target:
-            raise ValueError(f"--set {assignment!r}: {key!r} is not a field of the recipe.")
-        else:
-            target[last] = yaml.safe_load(value)
+            raise ValueError(
+                f"--set {assignment!r}: {key!r} is a stage; set one of its fields: {key}.learning_rate=..."
+            )
+        # A stage takes any SFTConfig field, checked (with a suggestion) when the recipe is rebuilt below.
+        if last not in target and not any(target is stage for stage in values["stages"]):
+            raise ValueError(f"--set {assignment!r}: {key!r} is not a field of the recipe{_suggest(last, target)}.")
+        target[last] = yaml.safe_load(value)
         return Recipe.from_dict(values, f"recipe with --set {assignment}")
 
 
@@ -230,26 +306,165 @@ def default_recipe() -> Recipe:
     )
 
 
-def _build(cls, values: dict[str, Any], where: str):
+def _build(cls, values: dict[str, Any], where: str, extra: typing.Collection[str] = ()):
     if not isinstance(values, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}.")
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}.")
+    for name in sorted(set(values) - known):
+        raise ValueError(f"{where}: unknown field {name!r}{_suggest(name, [*known, *extra])}.")
     hints = typing.get_type_hints(cls)
-    values = {name: _coerce(value, hints[name], f"{where}: {name}") for name, value in values.items()}
-    return cls(**values)
+    return cls(**{name: _conform(value, hints[name], f"{where}: {name}") for name, value in values.items()})
 
 
-def _coerce(value, hint, where: str):
-    """YAML reads `2e-5` as a string (YAML 1.1 wants `2.0e-5`): numbers-as-text become the field's number type."""
-    if isinstance(value, str) and float in typing.get_args(hint) + (hint,):
-        try:
+def _build_stage(values: dict[str, Any], where: str) -> StageConfig:
+    """A stage from its mapping: our fields, and SFTConfig fields (written in the stage or under training_args)."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}.")
+    ours = {f.name for f in dataclasses.fields(StageConfig)}
+    sft_hints = _sft_config_hints()
+    given_args = values.get("training_args") or {}
+    if not isinstance(given_args, dict):
+        raise ValueError(f"{where}: training_args: expected a mapping, got {type(given_args).__name__}.")
+    loose = {name: value for name, value in values.items() if name not in ours}
+    training_args = {}
+    for name, value in {**loose, **given_args}.items():
+        if name in MANAGED_TRAINING_ARGS:
+            raise ValueError(f"{where}: {name} is set by llava-swap from {MANAGED_TRAINING_ARGS[name]}.")
+        if name not in sft_hints:
+            raise ValueError(
+                f"{where}: unknown field {name!r}{_suggest(name, [*ours, *sft_hints])}; a stage takes llava-swap's "
+                "stage fields and any SFTConfig / TrainingArguments field."
+            )
+        training_args[name] = _conform(value, sft_hints[name], f"{where}: {name}")
+    stage_values = {name: value for name, value in values.items() if name in ours and name != "training_args"}
+    return _build(StageConfig, {**stage_values, "training_args": training_args}, where)
+
+
+@cache
+def _sft_config_hints() -> dict[str, Any]:
+    """Field name -> type of TRL's SFTConfig, the fields a stage may set."""
+    from trl import SFTConfig
+
+    hints = typing.get_type_hints(SFTConfig)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(SFTConfig) if f.init}
+
+
+def sft_config(stage: StageConfig, recipe: Recipe, num_processes: int = 1, use_cpu: bool = True, check: bool = False):
+    """The stage's `SFTConfig`: its SFTConfig fields, with what llava-swap manages (`MANAGED_TRAINING_ARGS`) set.
+
+    `check=True` builds it only to have the library check the values, on any machine: the DeepSpeed file is not
+    read and nothing is reported, and the ACCELERATE_* variables TrainingArguments sets for some options are undone.
+    """
+    from trl import SFTConfig
+
+    kwargs = stage.sft_config_kwargs()
+    if check:
+        kwargs.pop("deepspeed", None)
+    managed = {
+        "output_dir": str(Path(recipe.output_dir) / stage.name),
+        "seed": recipe.seed,
+        "data_seed": recipe.seed,
+        "report_to": [] if check else recipe.report_to,
+        "use_cpu": use_cpu,
+        "gradient_accumulation_steps": accumulation_steps(stage, num_processes),
+        "train_sampling_strategy": "group_by_length" if stage.group_by_length else "random",
+        "length_column_name": "length",  # token counts that check_rows computed, image tokens included
+        "remove_unused_columns": False,
+        "dataset_kwargs": {"skip_prepare_dataset": True},
+        **checkpointing_kwargs(stage.gradient_checkpointing),
+    }
+    defaults = {"save_strategy": "steps", "disable_tqdm": False}
+    saved = dict(os.environ) if check else None
+    try:
+        return SFTConfig(**{**defaults, **kwargs, **managed})
+    finally:
+        if saved is not None:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+def checkpointing_kwargs(enabled: bool) -> dict[str, bool]:
+    """transformers 5.18+ renamed gradient_checkpointing to activation_checkpointing; pass whichever exists."""
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": enabled}
+
+
+def _check_with_sft_config(stage: StageConfig, where: str, recipe: Recipe) -> None:
+    """Values the library refuses (an unknown optimizer or scheduler, clashing options) fail now, naming the stage."""
+    try:
+        sft_config(stage, recipe, check=True)
+    except (ValueError, TypeError, ImportError) as error:
+        raise ValueError(f"{where}: {' '.join(str(error).split())}") from None
+
+
+def _as_list(values, where: str) -> list:
+    if values is None:
+        return []
+    if not isinstance(values, list):
+        raise ValueError(f"{where}: expected a list of stages, got {type(values).__name__}.")
+    return values
+
+
+def _suggest(name: str, known) -> str:
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _conform(value, hint, where: str):
+    """`value` checked against a field's type hint, so a wrong type fails when the recipe is read, not hours into a
+    run. Numbers written as text (YAML reads `2e-5` as a string) become the field's number type."""
+    if hint is Any or isinstance(hint, typing.TypeVar):
+        return value
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in (arg for arg in args if arg is not type(None)):
+            with contextlib.suppress(ValueError):
+                return _conform(value, option, where)
+        raise ValueError(f"{where}={value!r}: expected {_describe(hint)}.")
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise ValueError(f"{where}={value!r}: use one of {list(args)}.")
+    expected = origin or hint
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+    elif expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif expected is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        except ValueError:
-            raise ValueError(f"{where}={value!r} is not a number.") from None
-    return value
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif isinstance(expected, type) and issubclass(expected, enum.Enum):
+        allowed = [member.value for member in expected]
+        if value in allowed or isinstance(value, expected):
+            return value
+        raise ValueError(f"{where}={value!r}: use one of {allowed}.")
+    elif isinstance(expected, type):  # str, list, dict, ...
+        if isinstance(value, expected):
+            return value
+    else:
+        return value
+    raise ValueError(f"{where}={value!r}: expected {_describe(hint)}.")
+
+
+def _describe(hint) -> str:
+    args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in args) + (
+            " or null" if len(args) < len(typing.get_args(hint)) else ""
+        )
+    name = getattr(typing.get_origin(hint) or hint, "__name__", str(hint))
+    return {"float": "a number", "int": "an integer", "bool": "true or false", "str": "text"}.get(name, name)
 
 
 def describe_plan(recipe: Recipe, num_processes: int | None = None) -> str:
@@ -283,7 +498,7 @@ def describe_plan(recipe: Recipe, num_processes: int | None = None) -> str:
             f"{stage.lr_scheduler_type}, warmup {stage.warmup_ratio}, weight decay {stage.weight_decay}, "
             f"epochs {stage.num_train_epochs}, global batch {global_batch} = {stage.per_device_train_batch_size} x "
             f"{accumulation} accumulation x {num_processes} process(es), max length {stage.max_length}, "
-            f"bf16 {stage.bf16}"
+            f"bf16 {stage.bf16}" + "".join(f", {name} {value}" for name, value in stage.training_args.items())
         )
     return "\n".join(lines)
 
@@ -303,12 +518,16 @@ def accumulation_steps(stage: StageConfig, world_size: int) -> int:
 
 __all__ = [
     "LANGUAGE_TUNING",
+    "MANAGED_TRAINING_ARGS",
     "STAGES",
+    "STAGE_FIELDS",
     "DataConfig",
     "ModelConfig",
     "Recipe",
     "StageConfig",
     "accumulation_steps",
+    "checkpointing_kwargs",
     "default_recipe",
     "describe_plan",
+    "sft_config",
 ]

@@ -7,7 +7,6 @@ the LLM's linear layers only); the vision tower trains only when a stage says so
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -107,14 +106,6 @@ def stage_feature_cache(model, processor, stage: StageConfig, rows, recipe: Reci
     return cache
 
 
-def checkpointing_kwargs(enabled: bool) -> dict[str, bool]:
-    """transformers 5.18+ renamed gradient_checkpointing to activation_checkpointing; pass whichever exists."""
-    from transformers import TrainingArguments
-
-    names = {f.name for f in dataclasses.fields(TrainingArguments)}
-    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": enabled}
-
-
 def check_lengths(rows, processor, stage: StageConfig, on_bad_record: str):
     """The rows that fit the stage (max_length, image tokens, a supervised answer), and those dropped, as skipped
     records; with on_bad_record="error" the first misfit raises instead."""
@@ -132,7 +123,6 @@ def check_lengths(rows, processor, stage: StageConfig, on_bad_record: str):
 __all__ = [
     "LORA_TARGETS",
     "check_lengths",
-    "checkpointing_kwargs",
     "prepare_stage_model",
     "qlora_config",
     "quantized",

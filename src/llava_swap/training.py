@@ -27,12 +27,12 @@ from .recipes import (
     accumulation_steps,
     default_recipe,
     describe_plan,
+    sft_config,
 )
 from .records import StageSummary, TrainingSummary
 from .stages import (
     LORA_TARGETS,
     check_lengths,
-    checkpointing_kwargs,
     prepare_stage_model,
     qlora_config,
     quantized,
@@ -184,7 +184,6 @@ def _evaluate(model, processor, rows, recipe: Recipe, state, when: str, out: Pat
 def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: Path, resume, eval_rows=()):
     from accelerate import PartialState
     from datasets import Dataset
-    from trl import SFTConfig
 
     from .collator import LlavaSwapCollator
     from .trainer import LlavaSwapSFTTrainer
@@ -199,34 +198,7 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
         f"vision_tower={'trained' if stage.train_vision_tower else 'frozen'}; trainable parameters: "
         + ", ".join(f"{part} {count:,}" for part, count in counts.items()),
     )
-    args = SFTConfig(
-        output_dir=str(stage_dir),
-        seed=recipe.seed,
-        data_seed=recipe.seed,
-        learning_rate=stage.learning_rate,
-        num_train_epochs=stage.num_train_epochs,
-        max_steps=stage.max_steps,
-        per_device_train_batch_size=stage.per_device_train_batch_size,
-        gradient_accumulation_steps=accumulation_steps(stage, PartialState().num_processes),
-        use_cpu=no_accelerator(),
-        lr_scheduler_type=stage.lr_scheduler_type,
-        warmup_steps=stage.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the total steps
-        weight_decay=stage.weight_decay,
-        bf16=stage.bf16,
-        **checkpointing_kwargs(stage.gradient_checkpointing),
-        max_length=stage.max_length,
-        train_sampling_strategy="group_by_length" if stage.group_by_length else "random",
-        length_column_name="length",  # token counts that check_rows computed, image tokens included
-        logging_steps=stage.logging_steps,
-        save_strategy="steps",
-        save_steps=stage.save_steps,
-        save_total_limit=stage.save_total_limit,
-        report_to=recipe.report_to,
-        remove_unused_columns=False,
-        dataset_kwargs={"skip_prepare_dataset": True},
-        dataloader_num_workers=stage.dataloader_num_workers,
-        disable_tqdm=False,
-    )
+    args = sft_config(stage, recipe, PartialState().num_processes, use_cpu=no_accelerator())
     trainer = LlavaSwapSFTTrainer(
         model=model,
         args=args,
@@ -243,7 +215,7 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
         trainer.callback_handler.callbacks.insert(0, evaluation)
     checkpoint = resume_point(stage_dir, resume)
     epoch_before = checkpoint_state(checkpoint).get("epoch", 0.0)
-    if checkpoint and stage.max_steps > 0 and checkpoint_state(checkpoint).get("global_step", 0) >= stage.max_steps:
+    if checkpoint and args.max_steps > 0 and checkpoint_state(checkpoint).get("global_step", 0) >= args.max_steps:
         # The stage had finished and was killed while writing final/: take the weights, do not train another step.
         load_checkpoint_weights(model, checkpoint)
         trainer.state = trainer.state.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
