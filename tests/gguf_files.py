@@ -249,3 +249,68 @@ def _prepends_space(backend: dict[str, Any]) -> bool:
     """Whether a SentencePiece-style tokenizer adds a dummy "▁" before the text (LLaMA does, Gemma does not)."""
     pre = backend.get("pre_tokenizer") or {}
     return pre.get("type") == "Metaspace" and pre.get("prepend_scheme", "always") != "never"
+
+
+# transformers name -> llama.cpp name, for LFM2 (a hybrid of short convolutions and attention).
+_LFM2_RENAMES = (
+    ("model.embed_tokens.", "token_embd."),
+    ("model.embedding_norm.", "token_embd_norm."),
+    ("model.layers.", "blk."),
+    (".operator_norm.", ".attn_norm."),
+    (".self_attn.q_proj.", ".attn_q."),
+    (".self_attn.k_proj.", ".attn_k."),
+    (".self_attn.v_proj.", ".attn_v."),
+    (".self_attn.out_proj.", ".attn_output."),
+    (".self_attn.q_layernorm.", ".attn_q_norm."),
+    (".self_attn.k_layernorm.", ".attn_k_norm."),
+    (".feed_forward.w1.", ".ffn_gate."),
+    (".feed_forward.w3.", ".ffn_up."),
+    (".feed_forward.w2.", ".ffn_down."),
+    (".conv.in_proj.", ".shortconv.in_proj."),
+    (".conv.out_proj.", ".shortconv.out_proj."),
+    (".conv.conv.", ".shortconv.conv."),
+)
+
+
+def write_lfm2_gguf(model_dir: str | os.PathLike, path: str | os.PathLike) -> pathlib.Path:
+    """Convert a tiny LFM2 checkpoint (tied embeddings, a byte-level BPE tokenizer) into an F32 GGUF file at `path`.
+
+    LFM2 is one of the architectures transformers 5.24 loads through its newer GGUF quantizer, which keeps weights in
+    GGUF blocks unless asked to dequantize; llama goes through the older loader.
+    """
+    import gguf
+
+    model_dir, out = pathlib.Path(model_dir), pathlib.Path(path)
+    config = AutoConfig.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if config.model_type != "lfm2" or not config.tie_word_embeddings:
+        raise ValueError(f"write_lfm2_gguf writes tied-embedding LFM2 checkpoints, not {config.model_type!r}.")
+    attention_heads = [config.num_key_value_heads if kind == "full_attention" else 0 for kind in config.layer_types]
+    writer = gguf.GGUFWriter(out, arch="lfm2")
+    writer.add_name(model_dir.name)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(attention_heads)  # 0 marks a convolution layer
+    writer.add_layer_norm_rms_eps(config.norm_eps)
+    writer.add_uint32("lfm2.shortconv.l_cache", config.conv_L_cache)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_vocab_size(config.vocab_size)
+    _add_tokenizer(writer, tokenizer, config.vocab_size, gguf.TokenType)
+    for name, tensor in load_file(model_dir / "model.safetensors").items():
+        if name == "lm_head.weight":
+            continue  # tied: llama.cpp reuses token_embd
+        for before, after in _LFM2_RENAMES:
+            name = name.replace(before, after)
+        if name.endswith("shortconv.conv.weight"):
+            tensor = tensor.squeeze(1)  # llama.cpp stores the depthwise kernel without its singleton axis
+        writer.add_tensor(name, np.ascontiguousarray(tensor, dtype=np.float32))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out

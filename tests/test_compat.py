@@ -110,7 +110,9 @@ def test_transformers_internals_are_where_compat_says(symbol):
     assert hasattr(importlib.import_module(module), name), f"{module}.{name} moved: update llava_swap/compat.py"
 
 
-@pytest.mark.parametrize("symbol", [compat.TRAINER_SAMPLER_HOOK, compat.INIT_WEIGHTS, compat.ATTN_IMPLEMENTATION])
+@pytest.mark.parametrize(
+    "symbol", [compat.TRAINER_SAMPLER_HOOK, compat.INIT_WEIGHTS, compat.ATTN_IMPLEMENTATION, compat.REMOVE_QUANTIZATION]
+)
 def test_transformers_hooks_are_where_compat_says(symbol):
     module, owner, name = symbol
     assert hasattr(getattr(importlib.import_module(module), owner), name), f"{owner}.{name} moved: see compat.py"

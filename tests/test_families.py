@@ -292,16 +292,21 @@ def test_chat_checkpoint_keeps_its_own_template_and_base_gets_the_familys(tiny_l
 # Templates that cannot be trained on, and what the error says.
 UNUSABLE_TEMPLATES = [
     ("{% for m in messages %}{{ m.content }}{% endfor %}", r"no special token after answer 1.*learn to stop"),
-    ("{% for m in messages %}{{ m.content | upper }}{{ eos_token }}{% endfor %}", r"changes the text at answer 1"),
+    (
+        "{% for m in messages %}{{ m.content | upper if m.role == 'assistant' else m.content }}{{ eos_token }}"
+        "{% endfor %}",
+        r"changes the text at answer 1",
+    ),
     ("{{ raise_exception('System prompt required') }}", r"fails on a plain user/assistant exchange.*System prompt"),
     ("{% for m in messages if m.role == 'user' %}{{ m.content }}{% endfor %}", r"not render assistant message 1"),
     (
         "{% for m in messages %}{% generation %}{{ m.role }}{% endgeneration %}: {{ m.content }}</s>{% endfor %}",
-        r"generation %\} blocks do not hold the answer",
+        r"no special token after answer 1 \('user' is followed by",
     ),
-    (
-        "{% for m in messages %}{% generation %}{{ m.content }}{% endgeneration %}{{ eos_token }}{% endfor %}",
-        r"generation.*blocks hold the answer but not the token that ends it",
+    (  # list content only, with its own image marker: string text would vanish
+        "{% for m in messages %}{% for part in m.content %}{% if part.type == 'text' %}{{ part.text }}{% endif %}"
+        "{% endfor %}{{ eos_token }}{% endfor %}",
+        r"does not render a user's text as given",
     ),
 ]
 
@@ -313,6 +318,80 @@ def test_template_that_cannot_be_trained_on_is_refused_before_loading(tiny_lm, t
     with pytest.raises(ValueError, match=message) as error:
         resolve_template(template, detected, tokenizer)
     assert "template=" in str(error.value)
+
+
+def test_answers_of_one_conversation_must_close_with_one_token(built):
+    """StableLM-alpha style: an answer is closed by the next turn's opener, the last one by eos. Generation stops at
+    one token, so such answers are refused, not supervised with a token the model would not stop at."""
+    from llava_swap.answer_spans import render_with_answer_spans
+
+    _, processor = built("llama3", "clip")
+    template = with_list_content(
+        "{% for m in messages %}{% if m.role == 'user' %}<|start_header_id|>{{ m.content }}{% else %}"
+        "<|end_header_id|>{{ m.content }}{% endif %}{% endfor %}{{ eos_token }}"
+    )
+    one_turn = two_turn_messages()[:2]
+    ((text, spans),) = render_with_answer_spans([one_turn], template, processor.tokenizer)
+    assert [text[a:b] for a, b in spans] == ["It is red.<|end_of_text|>"]
+    with pytest.raises(ValueError, match=r"closes its answers with different tokens.*<\|start_header_id\|>"):
+        render_with_answer_spans([two_turn_messages()], template, processor.tokenizer)
+
+
+def test_marked_template_without_its_closing_token_is_closed_for_it(tiny_lm):
+    """{% generation %} blocks around the content only (common in the wild): the closing token after the block is
+    supervised too, as for templates without markers."""
+    from llava_swap.answer_spans import render_with_answer_spans
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm("llama3"))
+    marked = "{% for m in messages %}{% generation %}{{ m.content }}{% endgeneration %}<|eot_id|>{% endfor %}"
+    detected = detect_family(AutoConfig.from_pretrained(tiny_lm("llama3")), tokenizer)
+    assert resolve_template(marked, detected, tokenizer).end_of_turn == "<|eot_id|>"
+    ((text, spans),) = render_with_answer_spans(
+        [[{"role": "assistant", "content": "Yes."}]], with_list_content(marked), tokenizer
+    )
+    assert [text[a:b] for a, b in spans] == ["Yes.<|eot_id|>"]
+
+
+def test_continued_final_answer_is_supervised_without_a_closing_token(own_template_lm, tiny_vision):
+    from llava_swap import build_vlm
+
+    _, processor = build_vlm(own_template_lm("phi3"), tiny_vision("clip"))
+    messages = two_turn_messages()
+    messages[-1] = {"role": "assistant", "content": [{"type": "text", "text": "Two"}]}
+    out = processor.apply_chat_template(
+        messages,
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
+        continue_final_message=True,
+        return_tensors="pt",
+    )
+    ids, mask = out["input_ids"][0].tolist(), out["assistant_masks"][0].tolist()
+    runs = [_span_text(processor.tokenizer, run) for run in _selected_runs(ids, mask)]
+    assert runs == ["It is red.<|end|>", "Two"]
+
+
+def test_records_a_checkpoint_template_refuses_are_named_and_follow_on_bad_record(built):
+    """Gemma-it's own template refuses a system message; LLaMA-2-chat-style ones refuse roles out of turn; Qwen3's
+    rewrites answers holding </think>. Such a record is reported by id (skipped or stopping the run, as the recipe
+    says), never a bare template error mid-training."""
+    import types
+
+    from llava_swap.stages import check_lengths
+
+    _, processor = built("gemma", "clip")
+    assert processor.chat_template_name == "checkpoint"
+    ok = {"id": "ok", "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}
+    system = {"id": "rec-42", "messages": [{"role": "system", "content": "Be brief."}, *ok["messages"]]}
+    stage = types.SimpleNamespace(max_length=None)
+    kept, dropped = check_lengths([ok, system], processor, stage, on_bad_record="skip")
+    assert [row["id"] for row in kept] == ["ok"]
+    assert [(record.id, record.problem) for record in dropped] == [
+        ("rec-42", "record 'rec-42': the chat template cannot train on it: System role not supported (pass "
+         "template= one of llava-swap's templates to train in another format, or fix or skip the record)")
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="record 'rec-42': the chat template cannot train on it"):
+        check_lengths([ok, system], processor, stage, on_bad_record="error")
 
 
 def test_custom_template_by_name_or_jinja(tiny_lm):

@@ -15,7 +15,7 @@ from packaging.version import Version
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from _helpers import two_turn_messages
-from gguf_files import write_gguf
+from gguf_files import write_gguf, write_lfm2_gguf
 from llava_swap import LlavaSwapForCausalLM, build_vlm
 from llava_swap.backbones import GGUF_MIN_TRANSFORMERS
 
@@ -108,6 +108,44 @@ def test_gguf_built_model_trains_and_saves_as_an_ordinary_checkpoint(gguf_lm, ti
     model.eval()
     with torch.no_grad():
         assert torch.equal(reloaded(**inputs).logits, model(**inputs).logits)
+
+
+@needs_gguf_tokenizers
+def test_gguf_of_an_architecture_on_transformers_newer_gguf_loader(tiny_lm, tiny_vision, tmp_path):
+    """LFM2 loads through transformers' GGUF quantizer (5.24), which keeps weights packed unless told otherwise: the
+    model is still an ordinary one, with the checkpoint's logits, and saves and reloads."""
+    from transformers import Lfm2Config, Lfm2ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm("llama3"))
+    config = Lfm2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        layer_types=["conv", "full_attention"],
+        block_auto_adjust_ff_dim=False,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    reference = Lfm2ForCausalLM(config).eval()
+    reference.save_pretrained(tmp_path / "lfm2")
+    tokenizer.save_pretrained(tmp_path / "lfm2")
+    directory = write_lfm2_gguf(tmp_path / "lfm2", tmp_path / "gguf" / "model.gguf").parent
+
+    model, processor = build_vlm(directory, tiny_vision("clip"), gguf_file="model.gguf")
+    ids = tokenizer(TEXTS[0], return_tensors="pt").input_ids
+    with torch.no_grad():
+        ours, theirs = model(input_ids=ids).logits[..., : config.vocab_size], reference(input_ids=ids).logits
+    assert (ours - theirs).abs().max().item() <= 1e-5
+    model.save_pretrained(tmp_path / "saved")
+    with torch.no_grad():
+        reloaded = LlavaSwapForCausalLM.from_pretrained(tmp_path / "saved")(input_ids=ids).logits
+    assert torch.equal(reloaded, model(input_ids=ids).logits)
 
 
 def test_gguf_mistakes_are_refused_before_loading(gguf_lm, tiny_vision):

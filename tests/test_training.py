@@ -154,6 +154,39 @@ def test_a_sample_truncated_to_nothing_is_refused(tmp_path):
         run_recipe(Recipe.from_dict(recipe))
 
 
+def test_a_folder_with_a_run_is_never_trained_over_by_accident(tmp_path, capsys):
+    """Training again into a finished run is refused; --overwrite_output_dir replaces it (no stale folders);
+    resuming it with another recipe is refused, naming the field, unless the change is allowed and recorded."""
+    from llava_swap.cli import main
+    from llava_swap.hub import write_card
+
+    recipe = short_recipe(tmp_path / "run")
+    run_recipe(Recipe.from_dict(recipe))
+    out = tmp_path / "run"
+    with pytest.raises(FileExistsError, match=r"already holds a training run.*--resume_from_checkpoint.*--overwrite"):
+        run_recipe(Recipe.from_dict(recipe))
+    config = _write(recipe, tmp_path / "recipe.yaml")
+    capsys.readouterr()
+    assert main(["train", "--config", str(config)]) == 2  # the same, at the command line: one line, exit 2
+    error = capsys.readouterr().err
+    assert error.startswith("llava-swap: error: output_dir") and error.count("\n") == 1
+
+    changed = {**recipe, "stages": [recipe["stages"][0], {**recipe["stages"][1], "learning_rate": 1e-4}]}
+    with pytest.raises(ValueError, match=r"another recipe.*stages\.1\.learning_rate: 0\.002 -> 0\.0001"):
+        run_recipe(Recipe.from_dict(changed), resume_from_checkpoint=True)
+    summary = run_recipe(Recipe.from_dict(changed), resume_from_checkpoint=True, allow_recipe_change=True)
+    assert summary.recipe_changes == [{"field": "stages.1.learning_rate", "was": 0.002, "now": 0.0001}]
+    assert "`stages.1.learning_rate` 0.002 -> 0.0001" in write_card(out).read_text()
+
+    stale = out / "eval" / "stale.txt"
+    stale.write_text("from the first run")
+    summary = run_recipe(Recipe.from_dict(changed), overwrite_output_dir=True)
+    assert not stale.exists() and summary.recipe_changes == []
+    assert json.loads((out / "recipe.json").read_text())["stages"][1]["learning_rate"] == 1e-4
+    with pytest.raises(ValueError, match="choose one"):
+        run_recipe(Recipe.from_dict(changed), resume_from_checkpoint=True, overwrite_output_dir=True)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Processes: DDP on CPU, SIGKILL and resume.
 

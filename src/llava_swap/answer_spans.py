@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 from importlib import resources
 
+from jinja2.exceptions import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from . import compat
@@ -26,12 +27,16 @@ IMAGE_TOKEN = "<image>"  # where an image goes in a prompt; each expands to the 
 Span = tuple[int, int]
 # Unlikely in real text, free of special-token strings, and unchanged by `trim`.
 _SENTINEL = "LLAVASWAPANSWER{}END"
-_FIX = "Pass template= one of llava-swap's templates (llava_swap.families.TEMPLATES) or a Jinja template whose "
+_FIX = (
+    "Pass template= one of llava-swap's templates (llava_swap.families.TEMPLATES), or a Jinja template that renders "
+    "every answer as given and closes it with a special token (eos, an end-of-turn token)."
+)
 
 
 @cache
 def _list_content_prefix() -> str:
-    return (resources.files("llava_swap") / "templates" / "_list_content.jinja").read_text()
+    # No trailing newline: the template that follows keeps its own leading whitespace.
+    return (resources.files("llava_swap") / "templates" / "_list_content.jinja").read_text().rstrip("\n")
 
 
 def with_list_content(template: str) -> str:
@@ -46,69 +51,86 @@ def render_with_answer_spans(
     tokenizer: PreTrainedTokenizerBase,
     add_generation_prompt: bool = False,
     continue_final_message: bool = False,
+    **template_kwargs,
 ) -> list[tuple[str, list[Span]]]:
-    """Each conversation rendered with `template`, and the `(start, end)` characters of its answers' supervised text
-    (the answer and the token that closes it)."""
-    if has_generation_markers(template):
-        prompts, spans = compat.render_with_generation_spans(
-            list(conversations),
-            template,
-            add_generation_prompt=add_generation_prompt,
-            continue_final_message=continue_final_message,
-            **tokenizer.special_tokens_map,
-        )
-        return [(prompt, [tuple(span) for span in spans_of]) for prompt, spans_of in zip(prompts, spans, strict=True)]
+    """Each conversation rendered with `template`, and the `(start, end)` characters of its answers' supervised text:
+    each answer and the special token that closes it, which must be the same for every answer of a conversation.
+    `template_kwargs` (tools, documents, ...) reach the template as in `apply_chat_template`."""
     settings = {"add_generation_prompt": add_generation_prompt, "continue_final_message": continue_final_message}
-    rendered = _render(tokenizer, template, conversations, **settings)
-    with_sentinels = _render(
-        tokenizer, template, [_sentinel_answers(messages) for messages in conversations], **settings
-    )
+    if has_generation_markers(template):
+        prompts, marked = compat.render_with_generation_spans(
+            list(conversations), template, **settings, **template_kwargs, **tokenizer.special_tokens_map
+        )
+    else:
+        prompts = _render(tokenizer, template, conversations, **settings, **template_kwargs)
+        scaffolds = _render(
+            tokenizer,
+            template,
+            [_sentinel_answers(messages) for messages in conversations],
+            **settings,
+            **template_kwargs,
+        )
+        marked = [
+            _locate(text, scaffold, [_as_text(m.get("content")) for m in messages if m["role"] == "assistant"], index)
+            for index, (messages, text, scaffold) in enumerate(zip(conversations, prompts, scaffolds, strict=True))
+        ]
     end_tokens = _closing_tokens(tokenizer)
+    # A {% generation %} block may hold its closing token; a located answer is the answer's text alone.
+    may_hold_closer = has_generation_markers(template)
     out = []
-    for index, (messages, text, scaffold) in enumerate(zip(conversations, rendered, with_sentinels, strict=True)):
-        answers = [_as_text(message.get("content")) for message in messages if message["role"] == "assistant"]
+    for index, (messages, text, spans) in enumerate(zip(conversations, prompts, marked, strict=True)):
         final_is_open = continue_final_message and messages[-1]["role"] == "assistant"
-        spans = _locate(text, scaffold, answers, index)
-        closed = []
+        closed, closers = [], set()
         for number, (start, end) in enumerate(spans):
-            closing = _closing_token_end(text, end, end_tokens)
-            if closing is None and not (final_is_open and number == len(spans) - 1):
+            closing = _closing_token(text, start, end, end_tokens, may_hold_closer)
+            if closing is None:
+                if final_is_open and number == len(spans) - 1:
+                    closed.append((start, end))  # the answer being continued has no end yet
+                    continue
                 raise ValueError(
                     f"Conversation {index}: the chat template puts no special token after answer {number + 1} "
-                    f"({text[start:end][:60]!r} is followed by {text[end : end + 30]!r}), so a model trained on it "
-                    f"would never learn to stop. {_FIX}assistant turns end with a token such as eos."
+                    f"({text[start:end][-60:]!r} is followed by {text[end : end + 30]!r}), so a model trained on it "
+                    f"would never learn to stop. {_FIX}"
                 )
-            closed.append((start, end if closing is None else closing))
+            token, closing_end = closing
+            closers.add(token)
+            closed.append((start, closing_end))
+        if len(closers) > 1:
+            raise ValueError(
+                f"Conversation {index}: the chat template closes its answers with different tokens {sorted(closers)}; "
+                f"generation stops at one, so answers closed by another would teach the model not to stop. {_FIX}"
+            )
         out.append((text, closed))
     return out
 
 
 def end_of_turn_token(template: str, tokenizer: PreTrainedTokenizerBase) -> str:
-    """The special token a template closes an answer with: the token generation must stop at."""
+    """The special token a template closes an answer with: the token generation must stop at. Fails, saying why,
+    for a template that cannot be trained on."""
     probe = [{"role": "user", "content": "Hello."}, {"role": "assistant", "content": "Hi."}]
     try:
+        (plain,) = _render(tokenizer, template, [probe])
+        if "Hello." not in plain:
+            raise ValueError(
+                f"The chat template does not render a user's text as given (rendered: {plain!r}): it may take list "
+                f"content only, with image markers of its own, or rewrite the text. {_FIX}"
+            )
         ((text, spans),) = render_with_answer_spans([probe], template, tokenizer)
-    except ValueError as error:
-        reason = str(error).removeprefix("Conversation 0: ")
-        raise ValueError(f"The chat template cannot be used for training: {reason}") from error
-    except Exception as error:  # a template's own raise_exception, or a Jinja error
+    except (TemplateError, TypeError) as error:  # the template's own raise_exception, or a Jinja error
         raise ValueError(
             f"The chat template fails on a plain user/assistant exchange ({type(error).__name__}: {error}). {_FIX}"
-            "{% generation %} blocks mark the answers."
         ) from error
+    except ValueError as error:
+        if str(error).startswith("The chat template"):
+            raise
+        reason = str(error).removeprefix("Conversation 0: ")
+        raise ValueError(f"The chat template cannot be used for training: {reason}") from error
     answer = text.find("Hi.", *spans[-1]) if spans else -1
     if answer < 0:
         raise ValueError(
             f"The chat template's {{% generation %}} blocks do not hold the answer (rendered: {text!r}). {_FIX}"
-            "generation blocks hold each answer and the token that ends it."
         )
-    closing = text[answer + len("Hi.") : spans[-1][1]].strip()
-    if not closing:
-        raise ValueError(
-            "The chat template's {% generation %} blocks hold the answer but not the token that ends it, so a model "
-            f"trained on it would never learn to stop. {_FIX}generation blocks include the end-of-turn token."
-        )
-    return closing
+    return _closing_token(text, answer, answer + len("Hi."), _closing_tokens(tokenizer), False)[0]
 
 
 def _render(tokenizer, template: str, conversations, **settings) -> list[str]:
@@ -145,13 +167,13 @@ def _locate(text: str, scaffold: str, answers: list[str], index: int) -> list[Sp
         if found < 0 or scaffold.count(sentinel) != 1:
             raise ValueError(
                 f"Conversation {index}: the chat template does not render assistant message {number + 1} exactly "
-                f"once, so its answer cannot be supervised. {_FIX}every answer appears."
+                f"once, so its answer cannot be supervised. {_FIX}"
             )
         pieces.append(scaffold[position:found])
         position = found + len(sentinel)
     pieces.append(scaffold[position:])
 
-    spans, cursor = [], 0
+    spans = []
     if not text.startswith(pieces[0]):
         raise _rewritten(index, 0, text, pieces[0])
     cursor = len(pieces[0])
@@ -166,6 +188,8 @@ def _locate(text: str, scaffold: str, answers: list[str], index: int) -> list[Sp
                 break
         else:
             raise _rewritten(index, number + 1, text[cursor:], answer)
+    if cursor != len(text):
+        raise _rewritten(index, len(answers) + 1, text[cursor:], "")
     return spans
 
 
@@ -174,7 +198,6 @@ def _rewritten(index: int, number: int, found: str, expected: str) -> ValueError
     return ValueError(
         f"Conversation {index}: the chat template changes the text {where} (expected {expected[:60]!r}, found "
         f"{found[:60]!r}), so answer tokens cannot be located for the loss. {_FIX}"
-        "{% generation %} blocks mark the answers."
     )
 
 
@@ -185,10 +208,17 @@ def _closing_tokens(tokenizer: PreTrainedTokenizerBase) -> list[str]:
     return sorted((token for token in tokens if token), key=len, reverse=True)
 
 
-def _closing_token_end(text: str, answer_end: int, tokens: Iterable[str]) -> int | None:
-    """End of the special token right after an answer (whitespace between allowed), or None when there is none."""
-    start = _WHITESPACE.match(text, answer_end).end()
-    return next((start + len(token) for token in tokens if text.startswith(token, start)), None)
+def _closing_token(
+    text: str, start: int, end: int, tokens: Iterable[str], may_hold_closer: bool
+) -> tuple[str, int] | None:
+    """`(token, end)` of the special token that closes the answer spanning `[start, end)`: the span's own last
+    token (when the span may hold it), else the one right after it, whitespace between allowed."""
+    inside = text[start:end].rstrip()
+    own = next((token for token in tokens if inside.endswith(token)), None) if may_hold_closer else None
+    if own is not None:
+        return own, end
+    after = _WHITESPACE.match(text, end).end()
+    return next(((token, after + len(token)) for token in tokens if text.startswith(token, after)), None)
 
 
 _WHITESPACE = re.compile(r"\s*")

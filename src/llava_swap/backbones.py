@@ -215,9 +215,11 @@ def load_language_model(
     old_vocabulary = len(tokenizer)
     prepare_tokenizer(tokenizer, detected.name, chat.source, chat.end_of_turn)
     quantization = {} if quantization_config is None else {"quantization_config": quantization_config}
+    if gguf:  # every weight unpacked on load (transformers 5.24+ would otherwise keep them in GGUF blocks)
+        quantization = {"quantization_config": transformers.GgufConfig(dequantize=True)}
     lm = AutoModelForCausalLM.from_pretrained(source, **_dtype_kwargs(torch_dtype), **quantization, **gguf)
     if gguf:
-        lm = _plain_copy(lm)
+        lm = _as_ordinary_model(lm)
     _add_embedding_rows(lm, old_vocabulary, len(tokenizer), seed)
     lm.config.pad_token_id = tokenizer.pad_token_id
     generation_config = copy.deepcopy(lm.generation_config)
@@ -237,16 +239,15 @@ def load_language_model(
     )
 
 
-def _plain_copy(lm: PreTrainedModel) -> PreTrainedModel:
-    """The same weights in an ordinary model of the same class. A GGUF-loaded model holds dequantized, ordinary
-    tensors but stays marked as quantized, so transformers refuses to save it and the Trainer to train it."""
-    config = copy.deepcopy(lm.config)
-    del config.quantization_config
-    config.architectures = [type(lm).__name__]
-    plain = AutoModelForCausalLM.from_config(config, dtype=lm.dtype)
-    plain.load_state_dict(lm.state_dict(), strict=True)
-    plain.generation_config = copy.deepcopy(lm.generation_config)
-    return plain
+def _as_ordinary_model(lm: PreTrainedModel) -> PreTrainedModel:
+    """A GGUF-loaded model (loaded dequantized: plain float tensors) made an ordinary one, in place: transformers
+    keeps it marked as quantized, and then refuses to save it and the Trainer to train it."""
+    compat.forget_quantization(lm)
+    packed = [name for name, parameter in lm.named_parameters() if not parameter.is_floating_point()]
+    if packed:
+        raise RuntimeError(f"The GGUF model still holds packed weights after loading ({packed[:3]}): report this.")
+    lm.config.architectures = [type(lm).__name__]
+    return lm
 
 
 # The oldest transformers whose GGUF tokenizers equal the checkpoint's own (ids, BOS, eos), found by bisection on the
@@ -263,7 +264,7 @@ def _check_gguf(source: str, gguf_file: str, quantization_config) -> str:
         )
     if importlib.util.find_spec("gguf") is None:
         raise ImportError(f'gguf_file={gguf_file!r} needs the gguf package: pip install "llava-swap[gguf]".')
-    if Version(transformers.__version__) < Version(GGUF_MIN_TRANSFORMERS):
+    if Version(transformers.__version__).release < Version(GGUF_MIN_TRANSFORMERS).release:  # 5.23.0.dev0 counts
         raise ImportError(
             f"gguf_file={gguf_file!r}: transformers {transformers.__version__} reads GGUF tokenizers wrongly (no BOS; "
             f"before 5.18 also the wrong eos and splits), so the model would train on other tokens than it was "

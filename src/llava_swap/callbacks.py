@@ -1,9 +1,13 @@
-"""Trainer callbacks of a llava-swap stage: checkpoint completion markers and periodic task evaluation."""
+"""Trainer callbacks of a llava-swap stage: checkpoint completion markers, a clean stop on Ctrl-C, and periodic task
+evaluation."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
+import threading
 from pathlib import Path
 
 import torch
@@ -24,6 +28,48 @@ class CheckpointCompleted(TrainerCallback):
             temporary = folder / f".{CHECKPOINT_DONE}.tmp"
             temporary.write_text(json.dumps({"global_step": state.global_step}))
             os.replace(temporary, folder / CHECKPOINT_DONE)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on Ctrl-C after a step, with a checkpoint to resume from (`checkpoint`)."""
+
+    def __init__(self, checkpoint: str):
+        super().__init__(checkpoint)
+        self.checkpoint = checkpoint
+
+
+class StopOnInterrupt(TrainerCallback):
+    """Ctrl-C during training finishes the current step, saves a checkpoint and stops, so the run resumes exactly
+    where it stopped (`stopped_at` is that step). A second Ctrl-C stops at once. Every process stops at the same
+    step: the request is agreed across processes at each step's end."""
+
+    def __init__(self):
+        self.requested = False
+        self.stopped_at: int | None = None
+        self._previous = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+            self._previous = signal.signal(signal.SIGINT, self._request)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        requested = torch.tensor([int(self.requested)], device=args.device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(requested, op=torch.distributed.ReduceOp.MAX)
+        if requested.item():
+            control.should_save = control.should_training_stop = True
+            self.stopped_at = state.global_step
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _request(self, signum, frame):
+        if self.requested:  # the second Ctrl-C
+            raise KeyboardInterrupt
+        self.requested = True
+        logging.getLogger(__name__).warning("Ctrl-C: stopping after this step and saving a checkpoint (again: now)")
 
 
 class TaskEvaluation(TrainerCallback):

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+# A user's mistake (a bad value, a missing file or package, a folder in the way) is reported in one line, exit 2;
+# `-v` shows the traceback. Ctrl-C exits 130.
+USER_ERRORS = (ValueError, OSError, ImportError)
+EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
 
 
 def _demo_image(size: int = 64):
@@ -85,7 +92,12 @@ def train(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(describe_plan(recipe, args.num_processes))
         return 0
-    summary = run_recipe(recipe, resume_from_checkpoint=args.resume_from_checkpoint)
+    summary = run_recipe(
+        recipe,
+        resume_from_checkpoint=args.resume_from_checkpoint,
+        overwrite_output_dir=args.overwrite_output_dir,
+        allow_recipe_change=args.allow_recipe_change,
+    )
     if not PartialState().is_main_process:
         return 0  # one process reports
     before, after = summary.eval_before, summary.eval
@@ -110,6 +122,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         default=None,
         help="resume: finished stages are reused, the interrupted one continues from its newest checkpoint",
     )
+    parser.add_argument(
+        "--overwrite_output_dir",
+        "--overwrite-output-dir",
+        action="store_true",
+        help="replace a finished or interrupted run in output_dir (refused otherwise); its feature cache is kept",
+    )
+    parser.add_argument(
+        "--allow_recipe_change",
+        "--allow-recipe-change",
+        action="store_true",
+        help="resume with a recipe that differs from the one the run started with (the changes are recorded)",
+    )
     parser.add_argument("--dry-run", "--dry_run", action="store_true", help="print the resolved plan and stop")
     parser.add_argument("--num-processes", type=int, default=None, help="processes to plan the dry run for")
     return parser
@@ -118,9 +142,45 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 def train_main(argv: list[str] | None = None) -> int:
     """Entry point of recipes/sft.py: the `train` command without the subcommand word."""
     parser = add_train_arguments(argparse.ArgumentParser(prog="sft.py", description="LLaVA two-stage finetuning"))
-    args = add_verbosity_arguments(parser).parse_args(argv)
+    args = add_verbosity_arguments(parser.set_defaults(func=train) or parser).parse_args(argv)
     configure_logging(args.verbosity)
-    return train(args)
+    return run_command(args, "sft.py", argv)
+
+
+def run_command(args: argparse.Namespace, prog: str, argv: list[str] | None) -> int:
+    """Runs the chosen command; a user's mistake is one line on stderr (exit 2), Ctrl-C says how to resume (130)."""
+    try:
+        return args.func(args)
+    except KeyboardInterrupt as stop:
+        if os.environ.get("RANK", "0") == "0":  # one process of a distributed launch reports
+            where = f" (checkpoint {stop.checkpoint})" if getattr(stop, "checkpoint", None) else ""
+            print(f"{prog}: stopped by Ctrl-C{where}.", file=sys.stderr)
+            if args.func is train:
+                print(f"resume with:\n  {resume_command(prog, argv)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except USER_ERRORS as error:
+        if args.verbosity <= logging.DEBUG:
+            raise
+        print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def resume_command(prog: str, argv: list[str] | None) -> str:
+    """The command that resumes this training run: the same arguments, resuming, never overwriting."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    dropped = {
+        "--overwrite_output_dir",
+        "--overwrite-output-dir",
+        "--resume_from_checkpoint",
+        "--resume-from-checkpoint",
+    }
+    kept = [
+        arg
+        for arg in argv
+        if arg not in dropped and not arg.startswith(("--resume_from_checkpoint=", "--resume-from-checkpoint="))
+    ]
+    launcher = ["accelerate", "launch", sys.argv[0]] if prog == "sft.py" else [prog]
+    return shlex.join([*launcher, *kept, "--resume_from_checkpoint"])
 
 
 def add_verbosity_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -348,7 +408,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     configure_logging(args.verbosity)
-    return args.func(args)
+    return run_command(args, "llava-swap", argv)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+from jinja2.exceptions import TemplateError
 
 from .data.images import with_images
 from .processing_llava_swap import LlavaSwapProcessor
@@ -54,12 +55,27 @@ def check_rows(
 
     A tokenized row is the row plus what was computed: its token count under "length" (image tokens included, for
     length-grouped batching), and its tokens and assistant mask under "tokens" / "supervised", so the cached-feature
-    collator never renders or tokenizes it again (not in any epoch or stage). Failures are the tokenized rows that
-    would train on nothing or lose image tokens, each with its error.
+    collator never renders or tokenizes it again (not in any epoch or stage). Failures are the rows that would
+    train on nothing or lose image tokens, or that the chat template refuses (a system message to Gemma-it's own
+    template, roles out of turn to LLaMA-2-chat's), each with its error naming the record.
     """
     tokenized, failures = [], []
     for row in rows:
-        ids, mask = processor.tokenize_conversation(row["messages"])
+        try:
+            ids, mask = processor.tokenize_conversation(row["messages"])
+        except (ValueError, TemplateError) as error:  # a template that refuses the record, or rewrites its answers
+            where = f"record {row['id']!r}" + (f" in {row['source']}" if row.get("source") else "")
+            reason = " ".join(str(error).split()).removeprefix("Conversation 0: ")
+            failures.append(
+                (
+                    row,
+                    UnsupervisedSampleError(
+                        f"{where}: the chat template cannot train on it: {reason} (pass template= "
+                        "one of llava-swap's templates to train in another format, or fix or skip the record)"
+                    ),
+                )
+            )
+            continue
         length = min(len(ids), max_length) if max_length is not None else len(ids)
         checked = {**row, "length": length, "tokens": ids, "supervised": mask}
         tokenized.append(checked)

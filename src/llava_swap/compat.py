@@ -35,6 +35,10 @@ INIT_WEIGHTS = ("transformers", "PreTrainedModel", "_init_weights")
 # PretrainedConfig._attn_implementation: the attention a model runs; `set_attn_implementation` is the public setter,
 # there is no public getter. Relevancy maps switch to eager attention and back.
 ATTN_IMPLEMENTATION = ("transformers", "PretrainedConfig", "_attn_implementation")
+# HfQuantizer.remove_quantization_config (a quantizer's method, reached through `model.hf_quantizer`): unmarks a model
+# loaded from GGUF with every weight dequantized. GGUF's quantizer has no `dequantize()` (the public path), yet the
+# model stays marked as quantized, so `save_pretrained` and the Trainer refuse it.
+REMOVE_QUANTIZATION = ("transformers.quantizers.base", "HfQuantizer", "remove_quantization_config")
 
 
 def _resolve(module: str, name: str) -> Any:
@@ -74,6 +78,15 @@ def attn_implementation(model) -> str | None:
     return getattr(model.config, ATTN_IMPLEMENTATION[2])
 
 
+def forget_quantization(model) -> None:
+    """Removes the quantization marks (quantizer, config entry) of a model whose weights are plain tensors."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        getattr(quantizer, REMOVE_QUANTIZATION[2])(model)
+    elif getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+
+
 def generate_encodes_images_first(model) -> bool:
     """Whether `generate` encodes images before the first forward and hands them over as `mm_encoder_outputs`
     (transformers 5.24 on), told as transformers tells it: by the forward's signature."""
@@ -99,12 +112,14 @@ __all__ = [
     "ATTN_IMPLEMENTATION",
     "CHECKPOINT_LAYOUT",
     "INIT_WEIGHTS",
+    "REMOVE_QUANTIZATION",
     "RENDER_TEMPLATE",
     "TRAINER_SAMPLER_HOOK",
     "TRL_METRICS",
     "WEIGHT_RENAMING",
     "attn_implementation",
     "cache_length",
+    "forget_quantization",
     "generate_encodes_images_first",
     "init_module",
     "record_trl_metrics",

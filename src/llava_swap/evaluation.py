@@ -244,8 +244,8 @@ def evaluate_model(
     if isinstance(model, (str, Path)):
         from transformers import AutoProcessor
 
-        processor = processor or AutoProcessor.from_pretrained(model)
-        model_name, model = str(model), LlavaSwapForCausalLM.from_pretrained(model)
+        model_name, model = str(model), LlavaSwapForCausalLM.from_pretrained(model)  # says what a wrong folder is
+        processor = processor or AutoProcessor.from_pretrained(model_name)
         if torch.cuda.is_available():  # a saved model loads on CPU; generate on the GPU when there is one
             model.to("cuda")
     else:

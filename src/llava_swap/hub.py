@@ -110,6 +110,12 @@ def card_context(model_dir: str | os.PathLike, repo_id: str | None = None, nativ
             for name, parts in summary.trainable_parameters.items()
         )
         or "not recorded",
+        "recipe_changes": summary.recipe_changes,
+        "other_settings_line": "; ".join(
+            f"{s['name']}: " + ", ".join(f"{key} {value}" for key, value in s["training_args"].items())
+            for s in stages
+            if s.get("training_args")
+        ),
         "train_runtime": float(summary.train_runtime),
         "samples_per_second": float(summary.samples_per_second),
         "final_loss_text": f"{summary.final_loss:.4f}" if summary.final_loss is not None else "n/a",

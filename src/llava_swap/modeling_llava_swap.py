@@ -104,12 +104,14 @@ class LlavaSwapForCausalLM(LlavaSwapPreTrainedModel, LlavaForConditionalGenerati
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Loads a llava-swap checkpoint, or a native transformers llava one (e.g. llava-hf/llava-1.5-7b-hf)."""
+        """Loads a llava-swap checkpoint, or a native transformers llava one (e.g. llava-hf/llava-1.5-7b-hf).
+
+        Anything else (a plain LLM, a vision encoder, a folder without a model) is refused from its config, before a
+        single weight is allocated, saying what it is.
+        """
         if "config" not in kwargs:
             hub_kwargs = ("cache_dir", "revision", "token", "local_files_only", "subfolder", "trust_remote_code")
-            config = AutoConfig.from_pretrained(
-                pretrained_model_name_or_path, **{key: kwargs[key] for key in hub_kwargs if key in kwargs}
-            )
+            config = _vlm_config(pretrained_model_name_or_path, {k: kwargs[k] for k in hub_kwargs if k in kwargs})
             if config.model_type == "llava":
                 kwargs["config"] = LlavaSwapConfig.from_native(config)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
@@ -165,5 +167,42 @@ class LlavaSwapForCausalLM(LlavaSwapPreTrainedModel, LlavaForConditionalGenerati
 
 
 checkpoint_layout.register(LlavaSwapConfig.model_type)
+
+
+def _vlm_config(source, hub_kwargs: dict):
+    """The config of a saved vision-language model at `source`, or an error saying what is there instead."""
+    from pathlib import Path
+
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from .configuration_llava_swap import vision_kind
+
+    local = Path(source).expanduser()
+    if not local.exists() and str(source).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"{source} not found: no such folder.")
+    if local.is_dir() and not (local / hub_kwargs.get("subfolder", "") / "config.json").exists():
+        raise FileNotFoundError(f"{source} is a folder without config.json, not a saved model.")
+    try:
+        config = AutoConfig.from_pretrained(source, **hub_kwargs)
+    except OSError as error:
+        if local.exists():
+            raise
+        from huggingface_hub import constants
+
+        hub = "offline, the Hub was not consulted" if constants.HF_HUB_OFFLINE else "nor a Hub repo you can read"
+        raise FileNotFoundError(f"{source} not found: no such folder here ({hub}).") from error
+    if config.model_type in (LlavaSwapConfig.model_type, "llava"):
+        return config
+    if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        what = (
+            f"a plain {config.model_type!r} language model: build a vision-language model from it with "
+            "llava_swap.build_vlm(language_model=..., vision_model=...) or a recipe's model.language_model"
+        )
+    elif vision_kind(config.model_type) is not None:
+        what = f"a {config.model_type!r} vision encoder: pass it as vision_model to llava_swap.build_vlm or a recipe"
+    else:
+        what = f"a {config.model_type!r} checkpoint"
+    raise ValueError(f"{source} is not a llava-swap or llava model but {what}.")
+
 
 __all__ = ["LlavaSwapForCausalLM", "LlavaSwapModel", "LlavaSwapPreTrainedModel", "LlavaSwapProjector"]

@@ -17,6 +17,23 @@ from transformers import LlavaProcessor
 
 from .answer_spans import render_with_answer_spans
 
+# apply_chat_template arguments that steer tokenization or the processor; the others (tools, documents,
+# enable_thinking, date_string, ...) are the template's, and reach it when the answer spans are rendered too.
+_NOT_FOR_THE_TEMPLATE = {
+    "tokenize",
+    "return_dict",
+    "return_tensors",
+    "return_assistant_tokens_mask",
+    "processor_kwargs",
+    "add_generation_prompt",
+    "continue_final_message",
+    "padding",
+    "padding_side",
+    "truncation",
+    "max_length",
+    "pad_to_multiple_of",
+}
+
 
 class LlavaSwapProcessor(LlavaProcessor):
     r"""
@@ -82,6 +99,7 @@ class LlavaSwapProcessor(LlavaProcessor):
             chat_template,
             add_generation_prompt=kwargs.get("add_generation_prompt", False),
             continue_final_message=kwargs.get("continue_final_message", False),
+            **{key: value for key, value in kwargs.items() if key not in _NOT_FOR_THE_TEMPLATE},
         )
         pixel_values = out.get("pixel_values")
         per_image = self.image_seq_length(*pixel_values.shape[-2:]) if pixel_values is not None else 0
@@ -120,7 +138,7 @@ class LlavaSwapProcessor(LlavaProcessor):
         tokens = (height // self.patch_size) * (width // self.patch_size) + self.num_additional_image_tokens
         return tokens - (1 if self.vision_feature_select_strategy == "default" else 0)
 
-    def _render(self, conversations, chat_template, add_generation_prompt, continue_final_message):
+    def _render(self, conversations, chat_template, add_generation_prompt, continue_final_message, **template_kwargs):
         """`[(prompt text, answer spans)]`: the template's text and the character spans of the answers."""
         return render_with_answer_spans(
             conversations,
@@ -128,6 +146,7 @@ class LlavaSwapProcessor(LlavaProcessor):
             self.tokenizer,
             add_generation_prompt=add_generation_prompt,
             continue_final_message=continue_final_message,
+            **template_kwargs,
         )
 
     def _tokenize_rendered(self, prompt: str, spans, per_image: int) -> tuple[list[int], list[int]]:

@@ -98,6 +98,8 @@ class TrainingSummary:
     final_loss: float | None = None
     trainable_parameters: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     output_dir: str = ""
+    # Fields a resume was allowed to change ({"field", "was", "now"}): stages finished before it used "was".
+    recipe_changes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .callbacks import CheckpointCompleted, TaskEvaluation
+from .callbacks import CheckpointCompleted, StopOnInterrupt, TaskEvaluation, TrainingInterrupted
 from .checkpoints import STAGE_DONE, checkpoint_state, complete_checkpoints, load_checkpoint_weights, resume_point
 from .data.sources import count_skipped, load_split, resolve_data, write_skipped
 from .distributed import log_once, no_accelerator, sharded
@@ -30,6 +30,7 @@ from .recipes import (
     sft_config,
 )
 from .records import StageSummary, TrainingSummary
+from .run_folder import check_output_dir, start_output_dir
 from .stages import (
     LORA_TARGETS,
     check_lengths,
@@ -43,13 +44,32 @@ from .stages import (
 logger = logging.getLogger(__name__)
 
 
-def run_recipe(recipe: Recipe, resume_from_checkpoint: str | bool | None = None) -> TrainingSummary:
-    """Trains every stage of `recipe` and returns the summary written to `train_summary.json`."""
+def run_recipe(
+    recipe: Recipe,
+    resume_from_checkpoint: str | bool | None = None,
+    overwrite_output_dir: bool = False,
+    allow_recipe_change: bool = False,
+) -> TrainingSummary:
+    """Trains every stage of `recipe` and returns the summary written to `train_summary.json`.
+
+    An output folder that already holds trained work is refused unless `resume_from_checkpoint` continues it (with
+    the recipe it was started with, unless `allow_recipe_change`) or `overwrite_output_dir` replaces it.
+    """
     from accelerate import PartialState
 
     state = PartialState(cpu=no_accelerator())
     out = Path(recipe.output_dir)
     start = time.perf_counter()
+    # Every process checks before any writes (the same folder, the same answer), then the main one starts it.
+    changes = check_output_dir(
+        out, recipe.to_dict(), bool(resume_from_checkpoint), overwrite_output_dir, allow_recipe_change
+    )
+    state.wait_for_everyone()
+    if state.is_main_process:
+        start_output_dir(out, recipe.to_dict(), overwrite_output_dir, bool(resume_from_checkpoint))
+        for change in changes:
+            logger.warning(f"resumed with a changed recipe: {change['field']} {change['was']!r} -> {change['now']!r}")
+    state.wait_for_everyone()
     with state.main_process_first():  # the main process writes backbones and data; the others then read them
         language_source, vision_source = _resolve_backbones(recipe, out)
         splits = resolve_data(recipe, out)
@@ -110,6 +130,7 @@ def run_recipe(recipe: Recipe, resume_from_checkpoint: str | bool | None = None)
         final_loss=stages[recipe.stages[-1].name].final_loss,
         trainable_parameters={name: s.trainable_parameters for name, s in stages.items()},
         output_dir=str(out),
+        recipe_changes=changes,
     )
     if state.is_main_process:
         # The last stage's final weights, written by every rank together (gathered under FSDP / ZeRO-3).
@@ -207,7 +228,7 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
             processor, max_length=stage.max_length, feature_cache=cache, padding_free=stage.padding_free
         ),
         processing_class=processor,
-        callbacks=[CheckpointCompleted()],
+        callbacks=[CheckpointCompleted(), interrupt := StopOnInterrupt()],
     )
     if recipe.data.eval_steps and eval_rows and not sharded(PartialState()):
         evaluation = TaskEvaluation(processor, list(eval_rows), recipe)
@@ -223,6 +244,8 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
     else:
         result = trainer.train(resume_from_checkpoint=checkpoint)
         metrics, training_loss = result.metrics, result.training_loss
+        if interrupt.stopped_at is not None:
+            raise TrainingInterrupted(str(stage_dir / f"checkpoint-{interrupt.stopped_at}"))
     if stage.language_model in ("lora", "qlora"):
         model = model.merge_and_unload()
     model.requires_grad_(False)
