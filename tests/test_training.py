@@ -17,7 +17,7 @@ import yaml
 from safetensors.torch import load_file
 
 from llava_swap import LlavaSwapForCausalLM
-from llava_swap.training import Recipe, complete_checkpoints, default_recipe, run_recipe
+from llava_swap.training import Recipe, default_recipe, run_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY_KEYS = {"train_runtime", "samples_per_second", "final_loss", "trainable_parameters", "eval_before", "eval"}
@@ -221,26 +221,46 @@ def test_two_process_ddp_on_cpu(tmp_path):
     LlavaSwapForCausalLM.from_pretrained(tmp_path / "ddp")
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_to_the_same_weights(tmp_path):
-    def recipe(out):
-        value = short_recipe(out)
-        value["stages"][1].update(max_steps=8, save_steps=2, save_total_limit=None)
-        return value
+def _resumable_recipe(out: Path) -> dict:
+    value = short_recipe(out)
+    value["stages"][1].update(max_steps=8, save_steps=2, save_total_limit=None)
+    return value
 
-    command = [sys.executable, str(ROOT / "recipes" / "sft.py"), "--config"]
-    reference = _write(recipe(tmp_path / "reference"), tmp_path / "reference.yaml")
-    assert subprocess.run([*command, str(reference)], capture_output=True, env=_env(), timeout=600).returncode == 0
 
-    config = _write(recipe(tmp_path / "killed"), tmp_path / "killed.yaml")
-    stage_dir = tmp_path / "killed" / "stage2-finetune"
-    process = subprocess.Popen(
-        [*command, str(config)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+SFT = [sys.executable, str(ROOT / "recipes" / "sft.py"), "--config"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, torch.Tensor]:
+    """The final weights of `_resumable_recipe` run without interruption."""
+    root = tmp_path_factory.mktemp("reference")
+    config = _write(_resumable_recipe(root / "run"), root / "reference.yaml")
+    assert subprocess.run([*SFT, str(config)], capture_output=True, env=_env(), timeout=600).returncode == 0
+    return load_file(root / "run" / "model.safetensors")
+
+
+def _assert_same_weights(expected: dict[str, torch.Tensor], folder: Path) -> None:
+    resumed = load_file(folder / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    assert max((expected[k].float() - resumed[k].float()).abs().max().item() for k in expected) <= 1e-6
+
+
+def _start_and_wait_for(config: Path, checkpoint: Path, **popen) -> subprocess.Popen:
+    process = subprocess.Popen([*SFT, str(config)], env=_env(), **popen)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not any(c.name == "checkpoint-4" for c in complete_checkpoints(stage_dir)):
-        assert process.poll() is None, "the run ended before it could be killed"
+    while time.monotonic() < deadline and not (checkpoint / "checkpoint_complete.json").exists():
+        assert process.poll() is None, "the run ended before it could be interrupted"
         time.sleep(0.05)
+    return process
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(tmp_path, uninterrupted):
+    config = _write(_resumable_recipe(tmp_path / "killed"), tmp_path / "killed.yaml")
+    stage_dir = tmp_path / "killed" / "stage2-finetune"
+    process = _start_and_wait_for(
+        config, stage_dir / "checkpoint-4", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (tmp_path / "killed" / "train_summary.json").exists()
@@ -250,19 +270,44 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     (partial / "model.safetensors").write_bytes(b"truncated")
 
     result = subprocess.run(
-        [*command, str(config), "--resume_from_checkpoint"], capture_output=True, text=True, env=_env(), timeout=600
+        [*SFT, str(config), "--resume_from_checkpoint"], capture_output=True, text=True, env=_env(), timeout=600
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "ignoring" in result.stdout and "checkpoint-7" in result.stdout
     summary = json.loads((tmp_path / "killed" / "train_summary.json").read_text())
     resumed_from = summary["stages"]["stage2-finetune"]["resumed_from"]
     assert resumed_from is not None and Path(resumed_from).name.startswith("checkpoint-")
-    expected, resumed = (
-        load_file(tmp_path / "reference" / "model.safetensors"),
-        load_file(tmp_path / "killed" / "model.safetensors"),
+    _assert_same_weights(uninterrupted, tmp_path / "killed")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_a_step_and_says_how_to_resume(tmp_path, uninterrupted):
+    """SIGINT: the current step finishes, a checkpoint is saved, exit 130 with the exact resume command; running
+    that command finishes with the weights of an uninterrupted run."""
+    import shlex
+
+    config = _write(_resumable_recipe(tmp_path / "stopped"), tmp_path / "stopped.yaml")
+    stage_dir = tmp_path / "stopped" / "stage2-finetune"
+    process = _start_and_wait_for(
+        config, stage_dir / "checkpoint-2", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    assert expected.keys() == resumed.keys()
-    assert max((expected[k].float() - resumed[k].float()).abs().max().item() for k in expected) <= 1e-6
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-4000:]
+    assert "Traceback" not in stderr
+    stopped_at = next(line for line in stderr.splitlines() if "stopped by Ctrl-C" in line)
+    checkpoint = Path(stopped_at.split("(checkpoint ")[1].rstrip(").").strip())
+    assert checkpoint.parent == stage_dir and (checkpoint / "checkpoint_complete.json").exists()
+    assert not (stage_dir / "final").exists() and not (tmp_path / "stopped" / "train_summary.json").exists()
+
+    command = shlex.split(stderr.split("resume with:")[1].strip().splitlines()[0])
+    assert command[:3] == ["accelerate", "launch", str(ROOT / "recipes" / "sft.py")]
+    assert command[3:] == ["--config", str(config), "--resume_from_checkpoint"]
+    resumed = subprocess.run([sys.executable, *command[2:]], capture_output=True, text=True, env=_env(), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    summary = json.loads((tmp_path / "stopped" / "train_summary.json").read_text())
+    assert summary["stages"]["stage2-finetune"]["resumed_from"] == str(checkpoint)
+    _assert_same_weights(uninterrupted, tmp_path / "stopped")
 
 
 @pytest.mark.slow
