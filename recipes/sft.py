@@ -11,7 +11,7 @@ The same as `llava-swap train`. Recipes are YAML files of `llava_swap.training.R
 
 import sys
 
-from llava_swap.cli import train_main
+from llava_swap_cli import train_main
 
 if __name__ == "__main__":
     sys.exit(train_main())

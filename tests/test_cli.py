@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -115,3 +116,46 @@ def test_a_folder_that_is_not_a_vlm_is_refused_from_its_config(tmp_path):
         assert "connect" not in error
         assert peak_mb < 2048
     assert not (tmp_path / "out").exists()
+
+
+def test_help_imports_nothing_heavy_and_shows_defaults():
+    """`llava-swap --help` (and every subcommand's) parses without importing torch, transformers or llava_swap, so
+    it answers at once; each option with a default shows it."""
+    probe = """
+import contextlib, io, json, sys
+import llava_swap_cli
+helps = {}
+for command in ([], ["demo"], ["train"], ["evaluate"], ["data", "generate"], ["study"], ["push"], ["export"]):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        llava_swap_cli.make_parser().parse_args([*command, "--help"])
+    helps[" ".join(command)] = out.getvalue()
+print(sorted(name for name in ("torch", "transformers", "llava_swap") if name in sys.modules))
+print(json.dumps(helps))
+"""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    imported, helps = result.stdout.splitlines()
+    assert imported == "[]"
+    helps = json.loads(helps)
+    assert "(default: llama3)" in helps["demo"] and "(default: 2000)" in helps["data generate"]
+    assert "(default: test)" in helps["evaluate"] and "(default: None)" not in helps["train"]
+    assert "--set stages.1.optim=adafactor" in helps["train"] and "--overwrite_output_dir" in helps["train"]
+
+
+def test_the_front_doors_choices_are_llava_swaps_own():
+    import llava_swap_cli
+    from llava_swap import tiny
+    from llava_swap.tasks import TASKS
+
+    assert llava_swap_cli.TINY_FAMILIES == tiny.LANGUAGE_FAMILIES
+    assert llava_swap_cli.TINY_VISION_KINDS == tiny.VISION_KINDS
+    assert list(llava_swap_cli.TASK_NAMES) == sorted(TASKS)
+
+
+def test_top_level_recipe_fields_as_flags(capsys):
+    assert main(["train", "--dry-run", "--seed", "7", "--name", "mine", "--output_dir", "runs/7"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "recipe 'mine' -> runs/7 (seed 7, 1 process(es))"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--dry-run", "--seed", "seven"])
+    assert exit_info.value.code == 2 and "invalid int value: 'seven'" in capsys.readouterr().err

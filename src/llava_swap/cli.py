@@ -1,8 +1,9 @@
-"""The `llava-swap` command line.
+"""The `llava-swap` commands: what each subcommand does, how its outcome is reported, and logging.
 
 `llava-swap train` runs a training recipe (the same as `accelerate launch recipes/sft.py`); with no `--config`, the
 tiny offline default. `llava-swap demo` builds a tiny vision-language model offline and asks it about a generated
-image. `llava-swap export` converts a saved model to transformers' native llava format.
+image. `llava-swap export` converts a saved model to transformers' native llava format. Arguments are parsed by
+`llava_swap_cli` (the console script's light front door); `run_command` turns a user's mistake into one line.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+# The parser and the entry points live in `llava_swap_cli`, which imports nothing heavy (--help answers at once).
+from llava_swap_cli import main, make_parser, train_main
 
 # A user's mistake (a bad value, a missing file or package, a folder in the way) is reported in one line, exit 2;
 # `-v` shows the traceback. Ctrl-C exits 130.
@@ -85,8 +89,9 @@ def train(args: argparse.Namespace) -> int:
     from .training import run_recipe
 
     recipe = Recipe.from_yaml(args.config) if args.config else default_recipe()
-    if args.output_dir:
-        recipe.output_dir = args.output_dir
+    for key in ("output_dir", "seed", "name"):  # top-level fields as flags, typed by the parser
+        if getattr(args, key) is not None:
+            setattr(recipe, key, getattr(args, key))
     for assignment in args.set or []:
         recipe = recipe.with_override(assignment)
     if args.dry_run:
@@ -106,45 +111,6 @@ def train(args: argparse.Namespace) -> int:
         print(f"{headline} before training {before.get(headline, 0):.1%} -> after {after[headline]:.1%}")
     print(f"outputs in {summary.output_dir}: the final model, TensorBoard logs (<stage>/runs), train_summary.json")
     return 0
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--config", default=None, help="recipe YAML (recipes/configs/*.yaml); default: tiny offline")
-    parser.add_argument("--output_dir", "--output-dir", default=None, help="override the recipe's output_dir")
-    parser.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. stages.1.learning_rate=1e-4"
-    )
-    parser.add_argument(
-        "--resume_from_checkpoint",
-        "--resume-from-checkpoint",
-        nargs="?",
-        const=True,
-        default=None,
-        help="resume: finished stages are reused, the interrupted one continues from its newest checkpoint",
-    )
-    parser.add_argument(
-        "--overwrite_output_dir",
-        "--overwrite-output-dir",
-        action="store_true",
-        help="replace a finished or interrupted run in output_dir (refused otherwise); its feature cache is kept",
-    )
-    parser.add_argument(
-        "--allow_recipe_change",
-        "--allow-recipe-change",
-        action="store_true",
-        help="resume with a recipe that differs from the one the run started with (the changes are recorded)",
-    )
-    parser.add_argument("--dry-run", "--dry_run", action="store_true", help="print the resolved plan and stop")
-    parser.add_argument("--num-processes", type=int, default=None, help="processes to plan the dry run for")
-    return parser
-
-
-def train_main(argv: list[str] | None = None) -> int:
-    """Entry point of recipes/sft.py: the `train` command without the subcommand word."""
-    parser = add_train_arguments(argparse.ArgumentParser(prog="sft.py", description="LLaVA two-stage finetuning"))
-    args = add_verbosity_arguments(parser.set_defaults(func=train) or parser).parse_args(argv)
-    configure_logging(args.verbosity)
-    return run_command(args, "sft.py", argv)
 
 
 def run_command(args: argparse.Namespace, prog: str, argv: list[str] | None) -> int:
@@ -181,16 +147,6 @@ def resume_command(prog: str, argv: list[str] | None) -> str:
     ]
     launcher = ["accelerate", "launch", sys.argv[0]] if prog == "sft.py" else [prog]
     return shlex.join([*launcher, *kept, "--resume_from_checkpoint"])
-
-
-def add_verbosity_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    chosen = parser.add_mutually_exclusive_group()
-    chosen.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=logging.DEBUG,
-                        help="also print llava-swap's debug messages and transformers' info")  # fmt: skip
-    chosen.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=logging.WARNING,
-                        help="print warnings and errors only")  # fmt: skip
-    parser.set_defaults(verbosity=logging.INFO)
-    return parser
 
 
 class _StdoutHandler(logging.StreamHandler):
@@ -297,118 +253,7 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
-STACK = ("transformers", "trl", "peft", "accelerate", "torch")
-
-
-def version_report() -> str:
-    """`llava-swap X` and the installed releases of the stack it runs on (what a bug report needs)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def installed(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
-
-    return "\n".join(f"{name} {installed(name)}" for name in ("llava-swap", *STACK))
-
-
-class _PrintVersions(argparse.Action):
-    """`--version`, one package a line (argparse's own version action would reflow the lines into one)."""
-
-    def __init__(self, option_strings, dest, **kwargs):
-        kwargs.update(nargs=0, default=argparse.SUPPRESS)
-        super().__init__(option_strings, dest, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(version_report())
-        parser.exit()
-
-
-def make_parser() -> argparse.ArgumentParser:
-    from . import tiny
-
-    parser = add_verbosity_arguments(argparse.ArgumentParser(prog="llava-swap", description=__doc__.splitlines()[0]))
-    parser.add_argument(
-        "--version",
-        action=_PrintVersions,
-        help="print the versions of llava-swap, transformers, TRL, PEFT, accelerate, torch",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    demo_parser = commands.add_parser("demo", help="build a tiny VLM offline and ask it about an image")
-    demo_parser.add_argument("--family", default="llama3", choices=tiny.LANGUAGE_FAMILIES, help="tiny LLM family")
-    demo_parser.add_argument("--vision", default="clip", choices=tiny.VISION_KINDS, help="tiny vision encoder")
-    demo_parser.add_argument("--projector", default="mlp2x_gelu", help="mlp2x_gelu (default) or linear")
-    demo_parser.add_argument("--question", default="What shape is in the image?")
-    demo_parser.add_argument("--max-new-tokens", type=int, default=12)
-    demo_parser.add_argument("--save", default=None, help="directory to save the built model and processor")
-    demo_parser.set_defaults(func=demo)
-
-    train_parser = commands.add_parser("train", help="run a training recipe (default: the tiny offline one)")
-    add_train_arguments(train_parser).set_defaults(func=train)
-
-    from .tasks import TASKS
-
-    evaluate_parser = commands.add_parser("evaluate", help="evaluate a saved model on a task's data")
-    evaluate_parser.add_argument("--model", required=True, help="directory of a saved model")
-    evaluate_parser.add_argument("--task", required=True, choices=sorted(TASKS))
-    evaluate_parser.add_argument("--data", required=True, help="the task's data folder (or a LLaVA JSON file)")
-    evaluate_parser.add_argument("--split", default="test")
-    evaluate_parser.add_argument("--batch-size", type=int, default=16)
-    evaluate_parser.add_argument("--limit", type=int, default=None, help="evaluate the first N items only")
-    evaluate_parser.add_argument("--out", default=None, help="output folder (default: MODEL/eval/TASK-SPLIT)")
-    evaluate_parser.set_defaults(func=evaluate)
-
-    data_parser = commands.add_parser("data", help="task data")
-    data_commands = data_parser.add_subparsers(dest="data_command", required=True)
-    generate_parser = data_commands.add_parser("generate", help="write a task's synthetic data offline")
-    generate_parser.add_argument("--task", required=True, choices=sorted(TASKS))
-    generate_parser.add_argument("--out", required=True)
-    generate_parser.add_argument("--n", type=int, default=2000, help="training items")
-    generate_parser.add_argument("--n-val", type=int, default=None, help="default: n / 20")
-    generate_parser.add_argument("--n-test", type=int, default=None, help="default: n / 10")
-    generate_parser.add_argument("--seed", type=int, default=0)
-    generate_parser.add_argument("--image-size", type=int, default=64)
-    generate_parser.set_defaults(func=generate_data)
-
-    study_parser = commands.add_parser("study", help="train and compare several backbones under one manifest")
-    study_parser.add_argument("--config", default=None, help="study manifest YAML; default: tiny LLaMA-1/2/3")
-    study_parser.add_argument("--out", default=None, help="study folder (default: the manifest's, outputs/study)")
-    study_parser.set_defaults(func=study)
-
-    analyze_parser = commands.add_parser("analyze", help="rebuild a study's report from its stored records")
-    analyze_parser.add_argument("--study", required=True, help="the study folder")
-    analyze_parser.set_defaults(func=analyze)
-
-    card_parser = commands.add_parser("card", help="write a trained model's card (README.md) next to its weights")
-    card_parser.add_argument("--model", required=True, help="a trained output folder")
-    card_parser.add_argument("--repo", default=None, help="the Hub repo id the card's snippets should name")
-    card_parser.set_defaults(func=card)
-
-    push_parser = commands.add_parser("push", help="push a trained model and its card to the Hugging Face Hub")
-    push_parser.add_argument("--model", required=True, help="a trained output folder")
-    push_parser.add_argument("--repo", required=True, help="ORG/NAME")
-    push_parser.add_argument(
-        "--format",
-        choices=("native", "llava_swap"),
-        default=None,
-        help="default: native transformers llava when the model can be expressed in it, else llava_swap",
-    )
-    push_parser.add_argument("--private", action="store_true")
-    push_parser.set_defaults(func=push)
-
-    export_parser = commands.add_parser("export", help="convert a saved model to transformers' native llava format")
-    export_parser.add_argument("--model", required=True, help="directory of a saved llava-swap model")
-    export_parser.add_argument("--out", required=True, help="output directory")
-    export_parser.set_defaults(func=export)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    configure_logging(args.verbosity)
-    return run_command(args, "llava-swap", argv)
+__all__ = ["configure_logging", "main", "make_parser", "resume_command", "run_command", "train_main"]
 
 
 if __name__ == "__main__":
