@@ -107,6 +107,9 @@ def test_card_parses_back_with_metrics_and_every_section(trained):
     assert "stage1-pretrain (pretrain, language model frozen)" in card.text
     assert "arXiv:2604.10985" in card.text and "arXiv:2404.01331" in card.text
     assert 'from_pretrained("org/tiny-llava")' in card.text
+    # The folder is in the llava_swap format as saved, and the card says how to get the native one (mlp2x_gelu is).
+    assert f"`llava-swap export --model {trained.name} --out {trained.name}-native`" in card.text
+    assert not list(trained.glob("*/README.md"))  # no TRL stub cards ("fine-tuned version of None") in stage folders
 
 
 def test_licence_and_base_model_follow_the_backbones():
@@ -192,6 +195,15 @@ def test_push_llava_swap_format_when_native_cannot_express_it(tiny_lm, tiny_visi
     assert "pip install llava-swap" in hub_server.files("org/tiny-linear")["README.md"].decode()
 
 
+def _closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_push_errors_offline_and_unauthenticated(trained, hub_server, tmp_path):
     # Offline (the test suite's own setting, in this process): a clear error, nothing sent.
     with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE=1"):
@@ -205,12 +217,16 @@ def test_push_errors_offline_and_unauthenticated(trained, hub_server, tmp_path):
         print(json.dumps({
             "wrong": raised(push, trained, "org/no-token", format="llava_swap", token="hf_wrong", endpoint=url),
             "none": raised(push, trained, "org/no-token", format="llava_swap", endpoint=url),
+            "unreachable": raised(push, trained, "org/x", format="llava_swap", token="hf_x", endpoint=closed),
         }))
         """,
         trained=trained,
         url=hub_server.url,
+        closed=f"http://127.0.0.1:{_closed_port()}",
     )
-
+    assert result["unreachable"]["error"] == "ConnectionError", result["unreachable"]
+    assert "Cannot reach the Hub at http://127.0.0.1:" in result["unreachable"]["message"]
+    assert "check the network connection" in result["unreachable"]["message"]
     for attempt in ("wrong", "none"):
         assert result[attempt] is not None, f"{attempt}: the push went through"
         assert result[attempt]["error"] == "PermissionError", result[attempt]

@@ -170,3 +170,13 @@ def test_qlora_needs_a_gpu_and_says_so_before_training(tmp_path):
     with pytest.raises(RuntimeError, match="language_model: qlora.*no CUDA GPU or no bitsandbytes"):
         run_recipe(recipe)
     assert not (tmp_path / "stage1-pretrain").exists()  # refused before any training
+
+
+def test_the_readme_stage_example_is_a_valid_recipe():
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = readme.split("**A stage is an `SFTConfig`.**")[1].split("```yaml")[1].split("```")[0]
+    (stage,) = Recipe.from_dict(yaml.safe_load(example)).stages
+    assert (stage.language_model, stage.learning_rate) == ("lora", 2e-4)
+    assert stage.training_args["optim"] == "adamw_torch_fused" and stage.training_args["eval_strategy"] == "no"

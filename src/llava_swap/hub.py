@@ -66,6 +66,21 @@ def _data_hash(out: Path, recipe: dict) -> tuple[str, str]:
     return described, digest.hexdigest()[:16]
 
 
+def _why_llava_swap_format(out: Path) -> str:
+    """Why a folder is in the llava_swap format: it was saved so (and `llava-swap export` converts it), or the native
+    llava format cannot express it (the reason transformers' format gives)."""
+    from .configuration_llava_swap import LlavaSwapConfig
+
+    try:
+        LlavaSwapConfig.from_pretrained(out).to_native()
+    except ValueError as error:
+        return str(error).split(":")[0]
+    return (
+        f"as llava-swap saves it; `llava-swap export --model {out.name} --out {out.name}-native` writes transformers' "
+        "native llava format, which vLLM and SGLang serve"
+    )
+
+
 def card_context(model_dir: str | os.PathLike, repo_id: str | None = None, native: bool = False) -> dict[str, Any]:
     """Everything the card template needs, read from a trained output folder."""
     out = Path(model_dir)
@@ -86,7 +101,7 @@ def card_context(model_dir: str | os.PathLike, repo_id: str | None = None, nativ
         "model_name": repo_id.split("/")[-1] if repo_id else out.resolve().name,
         "repo_id": repo_id or str(out),
         "native": native,
-        "format_reason": "its projector or tied embeddings have no native llava equivalent",
+        "format_reason": _why_llava_swap_format(out),
         "language_model": language_label,
         "vision_model": vision_label,
         "language_hub_id": _hub_id(language_label),
@@ -253,7 +268,22 @@ def push(
                     "or pass a token with write access to that namespace."
                 ) from error
             raise
+        except Exception as error:
+            if not _network_failure(error):
+                raise
+            raise ConnectionError(
+                f"Cannot reach the Hub at {api.endpoint} to push {repo_id!r} ({type(error).__name__}: {error}): check "
+                "the network connection, any proxy (HTTPS_PROXY) and HF_ENDPOINT, then push again."
+            ) from error
     return chosen
+
+
+def _network_failure(error: BaseException) -> bool:
+    """Whether nothing reached the Hub (no connection, DNS, proxy, TLS). huggingface_hub 1.x raises httpx's
+    `TransportError`s, 2.x those of httpx2: the same name in both."""
+    return isinstance(error, (ConnectionError, TimeoutError)) or any(
+        cls.__name__ == "TransportError" for cls in type(error).__mro__
+    )
 
 
 def _copy_model_files(model_dir: Path, folder: Path) -> None:
@@ -263,7 +293,7 @@ def _copy_model_files(model_dir: Path, folder: Path) -> None:
     folder.mkdir(parents=True)
     keep = (".json", ".safetensors", ".jinja", ".model", ".txt")
     for item in model_dir.iterdir():
-        skipped = item.name in ("train_summary.json", "skipped_records.json", "training_args.bin")
+        skipped = item.name in ("train_summary.json", "skipped_records.json", "training_args.bin", "recipe.json")
         if item.is_file() and item.suffix in keep and not skipped:
             shutil.copy2(item, folder / item.name)
 

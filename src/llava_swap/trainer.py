@@ -5,6 +5,7 @@ checkpoint's on-disk tensor names):
 
 * **Length grouping by modality.** With `train_sampling_strategy="group_by_length"` (a stage's `group_by_length`),
   batches hold image samples or text-only samples, never both (`sampler.py`, LLaVA's `group_by_modality_length`).
+* **No stub cards.** `create_model_card` writes nothing: llava-swap's card is generated from the training record.
 * **Loss on CPUs.** In a LLaVA sample most tokens carry no label: system prompt, image tokens, question, padding.
   TRL's fused LM head projects only the labelled positions through the LM head on CUDA/XPU, but on a CPU it projects
   every position and then zeroes most of them. Here, on CPUs (and Apple's MPS), only the positions whose next token is
@@ -32,6 +33,10 @@ METRIC_CHUNK = 1024
 
 
 class LlavaSwapSFTTrainer(SFTTrainer):
+    def create_model_card(self, *args, **kwargs) -> None:
+        """No card in stage folders: TRL's names a base model of "None" there. A trained model's card comes from its
+        training record (`llava-swap card`, `llava_swap.hub.write_card`)."""
+
     def _get_train_sampler(self, train_dataset=None):  # compat.TRAINER_SAMPLER_HOOK
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         columns = getattr(dataset, "column_names", None) or ()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from ..data.llava_json import write_llava_json
 from ..data.records import Record
@@ -90,7 +91,8 @@ def generate_task(
     splits: dict[str, list[Record]] = {"train": [], "val": [], "test": [], "pretrain": []}
     for split in SPLITS:
         items = make_items(split_rng(task, split, seed), counts[split], image_size)
-        for index, item in enumerate(items):
+        shown = tqdm(items, total=counts[split], desc=f"{task} {split}", unit=" items", disable=counts[split] < 500)
+        for index, item in enumerate(shown):
             if item.image.size != (image_size, image_size):
                 raise AssertionError(f"{task} drew a {item.image.size} image, not {image_size}x{image_size}")
             image_path = image_dir / f"{split}-{index:05d}.png"

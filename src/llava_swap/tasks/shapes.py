@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
 
 from ..data.llava_json import write_llava_json
 from ..data.records import Record
@@ -106,7 +107,8 @@ def generate(
         rng = random.Random(f"vqa-scene/{split}/{seed}")
         kinds = [sorted(QUESTIONS)[index % len(QUESTIONS)] for index in range(count)]
         rng.shuffle(kinds)
-        for index, kind in enumerate(kinds):
+        shown = tqdm(kinds, desc=f"shapes {split}", unit=" items", disable=count < 500)
+        for index, kind in enumerate(shown):
             scene = _scene(rng, image_size)
             image_path = image_dir / f"{split}-{index:05d}.png"
             scene.draw(image_size).save(image_path, format="PNG", optimize=False, compress_level=9)
