@@ -207,7 +207,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """The `llava-swap` console script."""
-    return _run(make_parser().parse_args(argv), "llava-swap", argv)
+    return _run(_parse(make_parser(), argv), "llava-swap", argv)
 
 
 def train_main(argv: list[str] | None = None) -> int:
@@ -216,7 +216,20 @@ def train_main(argv: list[str] | None = None) -> int:
         prog="sft.py", description="LLaVA two-stage finetuning", formatter_class=_Formatter, epilog=TRAIN_EPILOG
     )
     parser.set_defaults(command="train")
-    return _run(add_verbosity_arguments(add_train_arguments(parser)).parse_args(argv), "sft.py", argv)
+    return _run(_parse(add_verbosity_arguments(add_train_arguments(parser)), argv), "sft.py", argv)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parses `argv`; a training setting given as a flag (`--learning_rate 1e-4`, as in TRL's scripts) is refused
+    with the override that sets it, since each stage of a recipe has its own."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        hint = ""
+        if args.command == "train" and unknown[0].startswith("--"):
+            field = unknown[0][2:].split("=")[0].replace("-", "_")
+            hint = f"; a recipe's stages each have their own settings: --set stages.N.{field}=VALUE (N from 0)"
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    return args
 
 
 def _run(args: argparse.Namespace, prog: str, argv: list[str] | None) -> int:

@@ -159,3 +159,12 @@ def test_top_level_recipe_fields_as_flags(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--dry-run", "--seed", "seven"])
     assert exit_info.value.code == 2 and "invalid int value: 'seven'" in capsys.readouterr().err
+
+
+def test_a_training_setting_given_as_a_flag_names_the_override(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--learning_rate", "1e-4"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --learning_rate 1e-4; a recipe's stages each have their own settings: " in error
+    assert "--set stages.N.learning_rate=VALUE" in error
