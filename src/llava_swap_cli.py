@@ -105,6 +105,13 @@ class _PrintVersions(argparse.Action):
         parser.exit()
 
 
+def _subcommand(commands, name: str, description: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand whose help shows defaults, running `llava_swap.cli.<name>`."""
+    parser = commands.add_parser(name, formatter_class=_Formatter, help=description, **kwargs)
+    parser.set_defaults(command=name)
+    return parser
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The `llava-swap` parser; each subcommand's `command` names its function in `llava_swap.cli`."""
     parser = add_verbosity_arguments(
@@ -117,28 +124,18 @@ def make_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo_parser = commands.add_parser(
-        "demo", formatter_class=_Formatter, help="build a tiny VLM offline and ask it about an image"
-    )
+    demo_parser = _subcommand(commands, "demo", "build a tiny VLM offline and ask it about an image")
     demo_parser.add_argument("--family", default="llama3", choices=TINY_FAMILIES, help="tiny LLM family")
     demo_parser.add_argument("--vision", default="clip", choices=TINY_VISION_KINDS, help="tiny vision encoder")
     demo_parser.add_argument("--projector", default="mlp2x_gelu", help="mlp2x_gelu (LLaVA-1.5) or linear (LLaVA-1)")
     demo_parser.add_argument("--question", default="What shape is in the image?", help="what to ask")
     demo_parser.add_argument("--max-new-tokens", type=int, default=12, help="length of the answer, at most")
     demo_parser.add_argument("--save", default=None, help="directory to save the built model and processor")
-    demo_parser.set_defaults(command="demo")
 
-    train_parser = commands.add_parser(
-        "train",
-        formatter_class=_Formatter,
-        help="run a training recipe (default: the tiny offline one)",
-        epilog=TRAIN_EPILOG,
-    )
-    add_train_arguments(train_parser).set_defaults(command="train")
+    train = _subcommand(commands, "train", "run a training recipe (default: the tiny offline one)", epilog=TRAIN_EPILOG)
+    add_train_arguments(train)
 
-    evaluate_parser = commands.add_parser(
-        "evaluate", formatter_class=_Formatter, help="evaluate a saved model on a task's data"
-    )
+    evaluate_parser = _subcommand(commands, "evaluate", "evaluate a saved model on a task's data")
     evaluate_parser.add_argument("--model", required=True, help="directory of a saved model")
     evaluate_parser.add_argument("--task", required=True, choices=TASK_NAMES, help="the task that scores the answers")
     evaluate_parser.add_argument("--data", required=True, help="the task's data folder (or a LLaVA JSON file)")
@@ -146,9 +143,8 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate_parser.add_argument("--batch-size", type=int, default=16, help="items generated at once")
     evaluate_parser.add_argument("--limit", type=int, default=None, help="evaluate the first N items only")
     evaluate_parser.add_argument("--out", default=None, help="output folder (default: MODEL/eval/TASK-SPLIT)")
-    evaluate_parser.set_defaults(command="evaluate")
 
-    data_parser = commands.add_parser("data", formatter_class=_Formatter, help="task data")
+    data_parser = _subcommand(commands, "data", "task data")
     data_commands = data_parser.add_subparsers(dest="data_command", required=True)
     generate_parser = data_commands.add_parser(
         "generate", formatter_class=_Formatter, help="write a task's synthetic data offline"
@@ -162,29 +158,18 @@ def make_parser() -> argparse.ArgumentParser:
     generate_parser.add_argument("--image-size", type=int, default=64, help="image side, in pixels")
     generate_parser.set_defaults(command="generate_data")
 
-    study_parser = commands.add_parser(
-        "study", formatter_class=_Formatter, help="train and compare several backbones under one manifest"
-    )
+    study_parser = _subcommand(commands, "study", "train and compare several backbones under one manifest")
     study_parser.add_argument("--config", default=None, help="study manifest YAML; default: tiny LLaMA-1/2/3")
     study_parser.add_argument("--out", default=None, help="study folder (default: the manifest's, outputs/study)")
-    study_parser.set_defaults(command="study")
 
-    analyze_parser = commands.add_parser(
-        "analyze", formatter_class=_Formatter, help="rebuild a study's report from its stored records"
-    )
+    analyze_parser = _subcommand(commands, "analyze", "rebuild a study's report from its stored records")
     analyze_parser.add_argument("--study", required=True, help="the study folder")
-    analyze_parser.set_defaults(command="analyze")
 
-    card_parser = commands.add_parser(
-        "card", formatter_class=_Formatter, help="write a trained model's card (README.md) next to its weights"
-    )
+    card_parser = _subcommand(commands, "card", "write a trained model's card (README.md) next to its weights")
     card_parser.add_argument("--model", required=True, help="a trained output folder")
     card_parser.add_argument("--repo", default=None, help="the Hub repo id the card's snippets should name")
-    card_parser.set_defaults(command="card")
 
-    push_parser = commands.add_parser(
-        "push", formatter_class=_Formatter, help="push a trained model and its card to the Hugging Face Hub"
-    )
+    push_parser = _subcommand(commands, "push", "push a trained model and its card to the Hugging Face Hub")
     push_parser.add_argument("--model", required=True, help="a trained output folder")
     push_parser.add_argument("--repo", required=True, help="ORG/NAME")
     push_parser.add_argument(
@@ -194,14 +179,10 @@ def make_parser() -> argparse.ArgumentParser:
         help="default: native transformers llava when the model can be expressed in it, else llava_swap",
     )
     push_parser.add_argument("--private", action="store_true", help="create the repo private")
-    push_parser.set_defaults(command="push")
 
-    export_parser = commands.add_parser(
-        "export", formatter_class=_Formatter, help="convert a saved model to transformers' native llava format"
-    )
+    export_parser = _subcommand(commands, "export", "convert a saved model to transformers' native llava format")
     export_parser.add_argument("--model", required=True, help="directory of a saved llava-swap model")
     export_parser.add_argument("--out", required=True, help="output directory")
-    export_parser.set_defaults(command="export")
     return parser
 
 

@@ -68,7 +68,10 @@ def write_gguf(model_dir: str | os.PathLike, path: str | os.PathLike) -> pathlib
     _add_tokenizer(writer, tokenizer, config.vocab_size, gguf.TokenType)
     for name, tensor in _gguf_tensors(model_dir, config):
         writer.add_tensor(name, tensor)
+    return _write_out(writer, out)
 
+
+def _write_out(writer: Any, out: pathlib.Path) -> pathlib.Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -308,9 +311,4 @@ def write_lfm2_gguf(model_dir: str | os.PathLike, path: str | os.PathLike) -> pa
         if name.endswith("shortconv.conv.weight"):
             tensor = tensor.squeeze(1)  # llama.cpp stores the depthwise kernel without its singleton axis
         writer.add_tensor(name, np.ascontiguousarray(tensor, dtype=np.float32))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return out
+    return _write_out(writer, out)
