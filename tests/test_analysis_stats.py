@@ -11,6 +11,14 @@ import torch
 
 from llava_swap.analysis.ablation import ablation_effects
 from llava_swap.analysis.agreement import agreement_report, correctness_matrix, pairwise_agreement
+from llava_swap.analysis.inference import (
+    compare_paired,
+    format_interval,
+    format_p,
+    holm,
+    mean_interval,
+    paired_test,
+)
 from llava_swap.analysis.representations import (
     cka_matrix,
     linear_cka,
@@ -18,7 +26,6 @@ from llava_swap.analysis.representations import (
     relative_depth_pairs,
     stability,
 )
-from llava_swap.analysis.stats import bootstrap_ci, paired_bootstrap_diff
 
 
 def _columns(both: int, only_a: int, only_b: int, neither: int) -> tuple[list[int], list[int]]:
@@ -163,48 +170,70 @@ def test_agreement_report_pairs_question_types_and_upset():
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Bootstrap
+# Inference: tests, intervals, corrections
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def test_bootstrap_ci_contains_the_mean_and_is_deterministic():
-    values = np.random.default_rng(1).random(200)
-    result = bootstrap_ci(values, n_resamples=500, seed=3)
-    assert result["estimate"] == pytest.approx(float(np.mean(values)))
-    assert result["low"] < result["estimate"] < result["high"]
-    assert result == bootstrap_ci(values, n_resamples=500, seed=3)
-    assert result != bootstrap_ci(values, n_resamples=500, seed=4)
-    assert all(type(v) is float for v in result.values())
-    # A statistic without an `axis` argument gives the same interval through the per-resample loop.
-    assert bootstrap_ci(values, statistic=lambda v: float(np.mean(v)), n_resamples=500, seed=3) == result
+def test_exact_mcnemar_equals_statsmodels_and_stays_valid_with_few_discordant_items():
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 2, 80)
+    b = a.copy()
+    b[:7] = 1 - b[:7]  # 7 discordant items
+    result = compare_paired(a, b)
+    table = [[int(np.sum((a == 1) & (b == 1))), result["only_a"]], [result["only_b"], int(np.sum((a == 0) & (b == 0)))]]
+    assert result["test"] == "exact McNemar" and result["only_a"] + result["only_b"] == 7
+    assert result["p_value"] == pytest.approx(mcnemar(table, exact=True).pvalue, abs=1e-12)
+    # 6 of 6 discordant items one way: exact p = 2 / 64, where a bootstrap would claim far less.
+    c, d = np.array([1] * 6 + [0] * 54), np.zeros(60)
+    assert compare_paired(c, d)["p_value"] == pytest.approx(2 / 64)
 
 
-def test_bootstrap_ci_of_a_constant_is_a_point_and_bad_input_is_named():
-    assert bootstrap_ci([0.5] * 10, n_resamples=50) == {"estimate": 0.5, "low": 0.5, "high": 0.5}
-    with pytest.raises(ValueError, match=r"values\[1\] = nan"):
-        bootstrap_ci([0.1, float("nan")])
-    with pytest.raises(ValueError, match="empty"):
-        bootstrap_ci([])
-    with pytest.raises(ValueError, match="confidence"):
-        bootstrap_ci([1.0, 2.0], confidence=95)
+def test_a_null_difference_is_rarely_called_after_holm_and_a_true_one_is_found():
+    """Simulated studies: 3 variants of the same true accuracy on 60 items, 3 paired comparisons, Holm-adjusted. At
+    most about 5% of them call any difference; a variant 0.3 better is found."""
+    rng = np.random.default_rng(0)
+    false_positives = 0
+    studies = 300
+    for _ in range(studies):
+        shared = rng.random(60)  # item difficulty: variants agree on easy and hard items, as real ones do
+        columns = [(rng.random(60) * 0.5 + shared * 0.5 < 0.6).astype(float) for _ in range(3)]
+        raw = {f"{i}-{j}": paired_test(columns[i], columns[j])["p_value"] for i, j in ((0, 1), (0, 2), (1, 2))}
+        # Holm never lowers a p-value, so only studies with a raw p below 0.05 need adjusting.
+        false_positives += min(raw.values()) < 0.05 and min(holm(raw).values()) < 0.05
+    assert false_positives / studies <= 0.06
+    strong = (rng.random(100) < 0.85).astype(float)
+    weak = np.where(rng.random(100) < 0.35, strong, 0.0)
+    assert holm({"strong - weak": compare_paired(strong, weak)["p_value"], "other": 0.5})["strong - weak"] < 0.05
 
 
-def test_paired_bootstrap_diff_identical_arrays_is_zero_with_p_one():
-    values = np.random.default_rng(2).random(50)
-    result = paired_bootstrap_diff(values, values.copy(), n_resamples=300)
-    assert result == {"estimate": 0.0, "low": 0.0, "high": 0.0, "p_value": 1.0}
-
-
-def test_paired_bootstrap_diff_detects_a_consistent_shift():
+def test_continuous_scores_use_a_permutation_test_and_intervals_say_when_they_are_degenerate():
     base = np.random.default_rng(3).random(100)
-    result = paired_bootstrap_diff(base + 0.05, base, n_resamples=300)
-    # Every item moves by 0.05, so every paired resample differs by exactly 0.05 (up to rounding).
-    assert result["estimate"] == pytest.approx(0.05)
-    assert result["low"] == pytest.approx(0.05) and result["high"] == pytest.approx(0.05)
-    assert result["p_value"] == 0.0
-    assert paired_bootstrap_diff(base, base + 0.05, n_resamples=300)["estimate"] == pytest.approx(-0.05)
+    shifted = compare_paired(base + 0.05, base, n_resamples=999)
+    assert shifted["test"] == "paired sign-flip permutation" and shifted["p_value"] < 0.01
+    assert shifted["estimate"] == pytest.approx(0.05) and shifted["degenerate"]  # every item moved by 0.05
+    assert format_interval(shifted) == "0.050 (no spread across items: no interval)"
+    noisy = compare_paired(base + np.random.default_rng(4).normal(0, 0.01, 100), base, n_resamples=999)
+    assert noisy["low"] < noisy["estimate"] < noisy["high"] and noisy["interval"] == "paired bootstrap (BCa)"
+    same = compare_paired(base, base.copy())
+    assert (same["estimate"], same["p_value"], same["degenerate"]) == (0.0, 1.0, True)
     with pytest.raises(ValueError, match="100 values in a but 99 in b"):
-        paired_bootstrap_diff(base, base[:-1])
+        compare_paired(base, base[:-1])
+    with pytest.raises(ValueError, match=r"a\[1\] = nan"):
+        compare_paired([0.1, float("nan")], [0.1, 0.2])
+
+
+def test_proportions_get_wilson_intervals_and_p_values_print_without_zeros():
+    from statsmodels.stats.proportion import proportion_confint
+
+    accuracy = mean_interval([1] * 45 + [0] * 15)
+    assert accuracy["interval"] == "Wilson"
+    assert (accuracy["low"], accuracy["high"]) == pytest.approx(proportion_confint(45, 60, method="wilson"))
+    all_right = mean_interval([1] * 20)
+    assert all_right["high"] == 1.0 and all_right["low"] < 0.9  # never "1.000 [1.000, 1.000]"
+    assert format_p(0.0002) == "< 0.001" and format_p(0.0312) == "0.031"
+    assert holm({"a": 0.01, "b": 0.04, "c": 0.5}) == pytest.approx({"a": 0.03, "b": 0.08, "c": 0.5})
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -332,9 +361,8 @@ def test_ablation_effects_recover_a_constructed_shift():
     assert set(effects) == {"connector pretraining", "vision"}
     for evaluation in ("vqa", "gqa"):
         shifted = effects["connector pretraining"][evaluation]
-        assert shifted["estimate"] == pytest.approx(0.1)
-        assert shifted["low"] == pytest.approx(0.1) and shifted["high"] == pytest.approx(0.1)
-        assert shifted["p_value"] == 0.0 and shifted["n"] == len(base[evaluation])
+        assert shifted["estimate"] == pytest.approx(0.1) and shifted["degenerate"]
+        assert shifted["p_value"] < 0.001 and shifted["p_adjusted"] < 0.01 and shifted["n"] == len(base[evaluation])
         unchanged = effects["vision"][evaluation]
         assert unchanged["estimate"] == 0.0 and unchanged["p_value"] == 1.0
     json.dumps(effects)

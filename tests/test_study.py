@@ -66,6 +66,10 @@ def test_study_writes_every_section_plot_and_number(study):
     assert set(vqa["score"]) == {"llama2", "llama3", "llama3-no-pretrain"}
     assert {"estimate", "low", "high"} <= set(vqa["score"]["llama3"])
     assert set(vqa["differences"]) == {"llama2 - llama3", "llama2 - llama3-no-pretrain", "llama3 - llama3-no-pretrain"}
+    assert results["comparisons"] == {"family": "every pairwise difference of every task", "size": 9, "method": "Holm"}
+    for diff in vqa["differences"].values():  # correct/incorrect items: exact McNemar, Holm never below the raw p
+        assert diff["test"] == "exact McNemar" and 1.0 >= diff["p_adjusted"] >= diff["p_value"]
+    assert "p = 0.000" not in report and "adjusted p = " in report and "Caveat: one training run" in report
     assert sum(vqa["agreement"]["upset"].values()) == 8
     assert len(vqa["representations"]["stability"]["llama3"]) == 3  # embeddings + 2 layers
     within = vqa["representations"]["within"]["llama2"]
@@ -97,6 +101,26 @@ def test_analyze_rebuilds_the_report_from_records(study, capsys):
     assert main(["analyze", "--study", str(out)]) == 0
     assert (out / "report.md").exists() and "rebuilt from stored records" in capsys.readouterr().out
     assert json.loads((out / "results.json").read_text())["tasks"] == expected["tasks"]
+
+
+def test_reordering_a_predictions_file_changes_nothing(study, tmp_path):
+    """Variants are paired by item id: one variant's predictions.jsonl in another order gives the same analysis."""
+    import random
+    import shutil
+
+    from llava_swap.records import StudyLayout
+    from llava_swap.report import analyse
+
+    out, _ = study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    predictions = StudyLayout(copy).task_eval("llama2", "vqa_scene").predictions
+    lines = predictions.read_text().splitlines()
+    random.Random(0).shuffle(lines)
+    predictions.write_text("\n".join(lines) + "\n")
+    before, after = analyse(out)["tasks"]["vqa_scene"], analyse(copy)["tasks"]["vqa_scene"]
+    for key in ("score", "differences", "agreement", "calibration"):
+        assert after[key] == before[key], key
 
 
 def test_a_changed_entry_retrains_only_that_variant(study, tmp_path):

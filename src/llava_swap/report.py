@@ -2,7 +2,10 @@
 
 Inputs are what `study.run_study` stored per variant and task (`predictions.jsonl`, pooled hidden states, relevancy
 maps); nothing is retrained or regenerated, so `llava-swap analyze --study DIR` rebuilds the same report any time.
-Every headline number carries a bootstrap 95% interval, and so does every difference between variants.
+Every headline number carries a 95% interval (Wilson for accuracies, bootstrap otherwise), and every difference
+between variants an interval, a test suited to its scores (exact McNemar for correct/incorrect, a paired permutation
+test otherwise) and a Holm-adjusted p-value over all the study's comparisons; findings state only what survives it.
+Variants are paired item by item by record id, never by line order.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import numpy as np
 
 from .analysis.ablation import ablation_effects
 from .analysis.agreement import agreement_report
+from .analysis.inference import compare_paired, format_interval, format_p, holm, mean_interval
 from .analysis.representations import cka_matrix, linear_cka
-from .analysis.stats import bootstrap_ci, paired_bootstrap_diff
 from .evaluation import read_predictions
 from .metrics import calibration
 from .records import EvaluationRecord, StudyLayout
@@ -54,12 +57,13 @@ def analyse(study_dir: str | Path) -> dict[str, Any]:
             name: json.loads(StudyLayout(study_dir).task_eval(name, task).metrics.read_text())["metrics"]
             for name in variants
         }
+        by_variant = _aligned(task, by_variant)
         scores = {name: [r.score for r in by_variant[name]] for name in variants}
         task_result: dict[str, Any] = {
             "metrics": metrics,
-            "score": {name: bootstrap_ci(scores[name], seed=manifest["seed"]) for name in variants},
+            "score": {name: mean_interval(scores[name], seed=manifest["seed"]) for name in variants},
             "differences": {
-                f"{a} - {b}": paired_bootstrap_diff(scores[a], scores[b], seed=manifest["seed"])
+                f"{a} - {b}": compare_paired(scores[a], scores[b], seed=manifest["seed"])
                 for a, b in itertools.combinations(variants, 2)
             },
             "agreement": agreement_report({name: [r.to_dict() for r in rs] for name, rs in by_variant.items()}),
@@ -72,10 +76,25 @@ def analyse(study_dir: str | Path) -> dict[str, Any]:
         }
         if get_task(task).structured_output:
             task_result["parse_rate"] = {
-                name: bootstrap_ci([float(r.parsed is not None) for r in by_variant[name]], seed=manifest["seed"])
+                name: mean_interval([float(r.parsed is not None) for r in by_variant[name]], seed=manifest["seed"])
                 for name in variants
             }
         results["tasks"][task] = task_result
+    # One family: every pairwise difference of every task (what the findings may call a difference).
+    adjusted = holm(
+        {
+            (task, pair): diff["p_value"]
+            for task, result in results["tasks"].items()
+            for pair, diff in result["differences"].items()
+        }
+    )
+    for (task, pair), p_adjusted in adjusted.items():
+        results["tasks"][task]["differences"][pair]["p_adjusted"] = p_adjusted
+    results["comparisons"] = {
+        "family": "every pairwise difference of every task",
+        "size": len(adjusted),
+        "method": "Holm",
+    }
     if manifest.get("ablations"):
         probabilities = {
             name: {task: [r.prob_correct for r in records[task][name]] for task in records} for name in variants
@@ -84,6 +103,24 @@ def analyse(study_dir: str | Path) -> dict[str, Any]:
             probabilities, manifest["baseline"], manifest["ablations"], seed=manifest["seed"]
         )
     return results
+
+
+def _aligned(task: str, by_variant: dict[str, list[EvaluationRecord]]) -> dict[str, list[EvaluationRecord]]:
+    """Each variant's records in one item order (the first variant's), matched by record id: reordering a
+    predictions file changes nothing, and a variant missing an item is an error naming it."""
+    names = list(by_variant)
+    order = [record.id for record in by_variant[names[0]]]
+    aligned = {}
+    for name in names:
+        by_id = {record.id: record for record in by_variant[name]}
+        if len(by_id) != len(by_variant[name]) or set(by_id) != set(order):
+            missing = sorted(set(order) ^ set(by_id))[:5]
+            raise ValueError(
+                f"{task}: variant {name!r} was not evaluated on the same items as {names[0]!r} (differing ids: "
+                f"{missing}, or a repeated id); rerun its evaluation."
+            )
+        aligned[name] = [by_id[item] for item in order]
+    return aligned
 
 
 def _representations(study_dir: Path, task: str, variants: list[str]) -> dict[str, Any]:
@@ -232,10 +269,6 @@ def _save(figure, path: Path) -> str:
 # Report
 
 
-def _interval(value: dict) -> str:
-    return f"{value['estimate']:.3f} [{value['low']:.3f}, {value['high']:.3f}]"
-
-
 def build_report(study_dir: str | Path) -> Path:
     """Writes results.json, report.md and plots/*.png into the study folder, from its stored records."""
     study_dir = Path(study_dir)
@@ -268,13 +301,21 @@ def build_report(study_dir: str | Path) -> Path:
         for name in variants:
             shown = {k: v for k, v in result["metrics"][name].items() if isinstance(v, float)}
             lines.append(
-                f"| {name} | {_interval(result['score'][name])} | "
+                f"| {name} | {format_interval(result['score'][name])} | "
                 + ", ".join(f"{k} {v:.3f}" for k, v in shown.items())
                 + " |"
             )
-        lines += ["", "Differences in mean score (paired bootstrap, 95% CI, two-sided p):", ""]
+        lines += [
+            "",
+            f"Differences in mean score over the same items (95% paired bootstrap CI; two-sided test; p adjusted by "
+            f"Holm over all {results['comparisons']['size']} differences of the study):",
+            "",
+        ]
         for pair, diff in result["differences"].items():
-            lines.append(f"- {pair}: {_interval(diff)}, p = {diff['p_value']:.3f}")
+            lines.append(
+                f"- {pair}: {format_interval(diff)}, {diff['test']} p = {format_p(diff['p_value'])}, "
+                f"adjusted p = {format_p(diff['p_adjusted'])}"
+            )
     lines += ["", "## Instance-level agreement", ""]
     lines.append("Do newer backbones solve more of the same items, or different ones? Per pair of variants:")
     lines.append("")
@@ -288,7 +329,7 @@ def build_report(study_dir: str | Path) -> Path:
             kappa = "n/a" if stats["kappa"] is None else f"{stats['kappa']:.3f}"
             lines.append(
                 f"| {task} | {pair} | {stats['both']} | {stats['only_a']} | {stats['only_b']} | {stats['neither']} "
-                f"| {phi} | {kappa} | {stats['mcnemar_p']:.3f} |"
+                f"| {phi} | {kappa} | {format_p(stats['mcnemar_p'])} |"
             )
     lines += ["", f"![agreement](plots/{plots['agreement']})", "", "## Calibration", ""]
     lines += ["| task | variant | ECE | adaptive ECE | Brier |", "|---|---|---|---|---|"]
@@ -321,7 +362,7 @@ def build_report(study_dir: str | Path) -> Path:
     if structured:
         lines += ["", "## Structured output", "", "Share of answers that parse into the structure the task asks for:"]
         for task, rates in structured.items():
-            lines += ["", f"{task}:", ""] + [f"- {name}: {_interval(value)}" for name, value in rates.items()]
+            lines += ["", f"{task}:", ""] + [f"- {name}: {format_interval(value)}" for name, value in rates.items()]
     if "ablations" in results:
         lines += [
             "",
@@ -332,7 +373,10 @@ def build_report(study_dir: str | Path) -> Path:
         ]
         for factor, by_task in results["ablations"].items():
             for task, effect in by_task.items():
-                lines.append(f"- {factor} on {task}: {_interval(effect)}, p = {effect['p_value']:.3f}")
+                lines.append(
+                    f"- {factor} on {task}: {format_interval(effect)}, p = {format_p(effect['p_value'])}, "
+                    f"Holm-adjusted p = {format_p(effect['p_adjusted'])}"
+                )
         lines += ["", f"![ablations](plots/{plots['ablations']})"]
     lines += ["", "## Findings", ""] + _findings(results, variants)
     layout = StudyLayout(study_dir)
@@ -340,16 +384,45 @@ def build_report(study_dir: str | Path) -> Path:
     return layout.report
 
 
+ALPHA = 0.05
+
+
 def _findings(results: dict[str, Any], variants: list[str]) -> list[str]:
-    """Each headline comparison stated in words, with its interval, and whether the interval excludes zero."""
+    """What the numbers support, in words: a difference only where its Holm-adjusted p is below ALPHA, a "best"
+    variant only where it beats every other one so, and what a single training run cannot tell."""
+    seeds = results["manifest"].get("seeds") or [results["manifest"]["seed"]]
     findings = []
     for task, result in results["tasks"].items():
-        best = max(variants, key=lambda name: result["score"][name]["estimate"])
-        findings.append(f"- {task}: the best variant is {best}, mean score {_interval(result['score'][best])}.")
+        scores = {name: result["score"][name]["estimate"] for name in variants}
+        if all(score == 0 for score in scores.values()):
+            findings.append(f"- {task}: every variant scores 0; no variant solves this task, so none is compared.")
+            continue
+        wins = {name: set() for name in variants}
         for pair, diff in result["differences"].items():
-            clear = diff["low"] > 0 or diff["high"] < 0
-            verdict = "a clear difference" if clear else "no clear difference (the interval includes 0)"
-            findings.append(f"  - {pair}: {_interval(diff)}: {verdict}.")
+            first, second = pair.split(" - ")
+            if diff["p_adjusted"] < ALPHA:
+                wins[first if diff["estimate"] > 0 else second].add(second if diff["estimate"] > 0 else first)
+        clear = [
+            f"{pair}: {format_interval(diff)} (adjusted p = {format_p(diff['p_adjusted'])})"
+            for pair, diff in result["differences"].items()
+            if diff["p_adjusted"] < ALPHA
+        ]
+        best = [name for name in variants if len(wins[name]) == len(variants) - 1]
+        if best:
+            findings.append(f"- {task}: {best[0]} scores higher than every other variant (after Holm correction).")
+        if clear:
+            findings.append(f"- {task}: differences that survive the correction: " + "; ".join(clear) + ".")
+        else:
+            findings.append(
+                f"- {task}: no difference between variants survives the Holm correction "
+                f"({results['comparisons']['size']} comparisons); the data do not rank them."
+            )
+    if len(seeds) < 2:
+        findings.append(
+            "- Caveat: one training run per variant (seed "
+            f"{seeds[0]}): the intervals cover the sampling of items, not the variance between training runs, "
+            "so a difference here may not survive another seed."
+        )
     return findings
 
 

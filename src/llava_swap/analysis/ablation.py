@@ -4,7 +4,8 @@ LLaVA-Gemma (Hinck et al. 2024, Figure 1) reports, for each design factor (conne
 encoder, ...), the average change in the probability the model gives the correct answer against the baseline design,
 per evaluation, with confidence intervals. Each factor is represented by one variant that differs from the baseline
 in that factor only, so the effect is a paired difference over the same items: mean(variant - baseline), with a
-paired bootstrap interval and p-value from `stats.paired_bootstrap_diff`.
+paired bootstrap interval and a sign-flip permutation p-value (`inference.compare_paired`), Holm-adjusted over
+every factor and evaluation (`p_adjusted`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from llava_swap.analysis.stats import as_values, paired_bootstrap_diff
+from llava_swap.analysis.inference import as_values, compare_paired, holm
 
 
 def _probabilities(prob_correct: Mapping[str, Mapping[str, Sequence[float]]], variant: str, evaluation: str):
@@ -32,10 +33,11 @@ def ablation_effects(
     prob_correct: Mapping[str, Mapping[str, Sequence[float]]],
     baseline: str,
     factors: Mapping[str, str],
-    n_resamples: int = 2000,
+    n_resamples: int = 4999,
     seed: int = 0,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """{factor: {evaluation: {"estimate", "low", "high", "p_value", "n"}}}: the effect of each factor on each evaluation.
+    """{factor: {evaluation: {"estimate", "low", "high", "p_value", "p_adjusted", "n", ...}}}: the effect of each
+    factor on each evaluation (see `inference.compare_paired`).
 
     `prob_correct[variant][evaluation]` lists, per item, the probability that variant gave the correct answer; the
     items of an evaluation must be the same and in the same order for every variant. `factors` maps a factor's name
@@ -75,8 +77,12 @@ def ablation_effects(
                     f"evaluation {evaluation!r}: variant {variant!r} has {treated.size} items but baseline "
                     f"{baseline!r} has {reference.size}; the items must be the same, in the same order"
                 )
-            result = paired_bootstrap_diff(treated, reference, np.mean, n_resamples=n_resamples, seed=seed)
-            effects[factor][evaluation] = {**result, "n": int(treated.size)}
+            effects[factor][evaluation] = compare_paired(treated, reference, seed=seed, n_resamples=n_resamples)
+    adjusted = holm(
+        {(f, e): effect["p_value"] for f, by_evaluation in effects.items() for e, effect in by_evaluation.items()}
+    )
+    for (factor, evaluation), p_adjusted in adjusted.items():
+        effects[factor][evaluation]["p_adjusted"] = p_adjusted
     return effects
 
 
