@@ -267,6 +267,25 @@ def test_linear_cka_rejects_mismatched_and_constant_inputs():
         linear_cka(np.ones((5, 3)), np.arange(15.0).reshape(5, 3))
 
 
+def test_debiased_cka_of_unrelated_representations_is_near_zero_where_linear_cka_is_not():
+    """The real manifests' shape (64 prompts x 4096 features): linear CKA of independent random representations is
+    ~0.98, debiased CKA ~0; equal representations up to rotation and scale stay at 1; the shuffled baseline is low."""
+    from llava_swap.analysis.representations import cka_baseline, debiased_cka
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 4096)), rng.normal(size=(64, 4096))
+    assert linear_cka(x, y) > 0.95
+    assert abs(debiased_cka(x, y)) < 0.05
+    rotation, _ = np.linalg.qr(rng.normal(size=(48, 48)))
+    small = rng.normal(size=(40, 48))
+    assert debiased_cka(small, 3.0 * small @ rotation) == pytest.approx(1.0, abs=1e-10)
+    related = small @ rotation + rng.normal(scale=0.5, size=(40, 48))
+    baseline = cka_baseline(small, related, permutations=100)
+    assert abs(baseline["mean"]) < 0.05 and debiased_cka(small, related) > 0.5 > baseline["p95"]
+    with pytest.raises(ValueError, match="at least 4"):
+        debiased_cka(small[:3], small[:3])
+
+
 def test_cka_matrix_and_relative_depth_pairs():
     rng = np.random.default_rng(6)
     layers = [rng.normal(size=(20, 6)) for _ in range(3)]

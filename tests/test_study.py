@@ -72,6 +72,10 @@ def test_study_writes_every_section_plot_and_number(study):
     assert "p = 0.000" not in report and "adjusted p = " in report and "Caveat: one training run" in report
     assert sum(vqa["agreement"]["upset"].values()) == 8
     assert len(vqa["representations"]["stability"]["llama3"]) == 3  # embeddings + 2 layers
+    assert vqa["representations"]["measure"] == "debiased linear CKA"
+    matched = vqa["representations"]["between_matched_depths"]["llama2 vs llama3"]
+    assert len(matched) == 5 and all(abs(cell["baseline_p95"]) < 0.5 for cell in matched)
+    assert len(vqa["representations"]["stability_baseline_p95"]["llama3"]) == 3 and "(shuffled baseline)" in report
     within = vqa["representations"]["within"]["llama2"]
     assert len(within) == 3
     assert all(abs(within[i][i] - 1.0) < 1e-9 for i in range(len(within)))

@@ -20,7 +20,7 @@ import numpy as np
 from .analysis.ablation import ablation_effects
 from .analysis.agreement import agreement_report
 from .analysis.inference import compare_paired, format_interval, format_p, holm, mean_interval
-from .analysis.representations import cka_matrix, linear_cka
+from .analysis.representations import cka_baseline, cka_matrix, debiased_cka, relative_depth_pairs
 from .evaluation import read_predictions
 from .metrics import calibration
 from .records import EvaluationRecord, StudyLayout
@@ -124,14 +124,35 @@ def _aligned(task: str, by_variant: dict[str, list[EvaluationRecord]]) -> dict[s
 
 
 def _representations(study_dir: Path, task: str, variants: list[str]) -> dict[str, Any]:
+    """Debiased CKA within and between backbones and under perturbed images, each beside its shuffled-rows baseline
+    (the 95th percentile of CKA once the inputs no longer correspond)."""
     evals = {name: StudyLayout(study_dir).task_eval(name, task) for name in variants}
     layers = {name: _layers(evals[name].hidden_states) for name in variants}
     perturbed = {name: _layers(evals[name].hidden_states_perturbed) for name in variants}
+    matched = {}
+    for a, b in itertools.combinations(variants, 2):
+        matched[f"{a} vs {b}"] = [
+            {
+                "layers": [i, j],
+                "cka": debiased_cka(layers[a][i], layers[b][j]),
+                "baseline_p95": cka_baseline(layers[a][i], layers[b][j])["p95"],
+            }
+            for i, j in relative_depth_pairs(len(layers[a]), len(layers[b]))
+        ]
     return {
-        "within": {name: cka_matrix(layers[name], layers[name]) for name in variants},
-        "between": {f"{a} vs {b}": cka_matrix(layers[a], layers[b]) for a, b in itertools.combinations(variants, 2)},
+        "measure": "debiased linear CKA",
+        "within": {name: cka_matrix(layers[name], layers[name], debiased_cka) for name in variants},
+        "between": {
+            f"{a} vs {b}": cka_matrix(layers[a], layers[b], debiased_cka)
+            for a, b in itertools.combinations(variants, 2)
+        },
+        "between_matched_depths": matched,
         "stability": {
-            name: [linear_cka(x, y) for x, y in zip(layers[name], perturbed[name], strict=True)] for name in variants
+            name: [debiased_cka(x, y) for x, y in zip(layers[name], perturbed[name], strict=True)] for name in variants
+        },
+        "stability_baseline_p95": {
+            name: [cka_baseline(x, y)["p95"] for x, y in zip(layers[name], perturbed[name], strict=True)]
+            for name in variants
         },
     }
 
@@ -197,9 +218,9 @@ def _plots(study_dir: Path, results: dict[str, Any]) -> dict[str, str]:
     for row, task in enumerate(tasks):
         for column, pair in enumerate(pairs):
             matrix = np.array(results["tasks"][task]["representations"]["between"][pair])
-            image = axes[row][column].imshow(matrix, vmin=0, vmax=1, cmap="viridis", origin="lower")
+            image = axes[row][column].imshow(matrix, vmin=-0.1, vmax=1, cmap="viridis", origin="lower")
             a, b = pair.split(" vs ")
-            axes[row][column].set(title=f"{task}\nCKA {pair}", xlabel=f"{b} layer", ylabel=f"{a} layer")
+            axes[row][column].set(title=f"{task}\ndebiased CKA {pair}", xlabel=f"{b} layer", ylabel=f"{a} layer")
             axes[row][column].set_xticks(range(matrix.shape[1]))  # layer 0 = the embeddings
             axes[row][column].set_yticks(range(matrix.shape[0]))
             figure.colorbar(image, ax=axes[row][column], fraction=0.046)
@@ -339,15 +360,29 @@ def build_report(study_dir: str | Path) -> Path:
             lines.append(f"| {task} | {name} | {c['ece']:.3f} | {c['adaptive_ece']:.3f} | {c['brier']:.3f} |")
     lines += ["", f"![reliability](plots/{plots['reliability']})", "", "## Internal representations", ""]
     lines.append(
-        "Linear CKA (float64) of the LLM's pooled hidden states on the same prompts, between backbones layer by layer; "
-        "stability is the CKA between the representations of the inputs and of the same inputs with slightly "
-        "perturbed images (1 = unchanged)."
+        "Debiased linear CKA (float64; Song et al. 2012's unbiased HSIC, ~0 for unrelated representations) of the LLM's "
+        "pooled hidden states on the same prompts. Beside each value: the 95th percentile of the same measure with one "
+        "side's rows shuffled, i.e. what no relation looks like on these inputs; a value means something only above "
+        "it. Stability compares the representations of the inputs and of the same inputs with slightly perturbed "
+        "images (1 = unchanged)."
     )
-    lines += ["", "| task | variant | stability per layer |", "|---|---|---|"]
+    lines += ["", "| task | variant | stability per layer (shuffled baseline) |", "|---|---|---|"]
     for task, result in results["tasks"].items():
+        representations = result["representations"]
         for name in variants:
-            stability = result["representations"]["stability"][name]
-            lines.append(f"| {task} | {name} | {', '.join(f'{v:.3f}' for v in stability)} |")
+            pairs = zip(
+                representations["stability"][name], representations["stability_baseline_p95"][name], strict=True
+            )
+            lines.append(f"| {task} | {name} | {', '.join(f'{v:.3f} ({b:.3f})' for v, b in pairs)} |")
+    lines += [
+        "",
+        "| task | pair | CKA at matched relative depths, first to last layer (shuffled baseline) |",
+        "|---|---|---|",
+    ]
+    for task, result in results["tasks"].items():
+        for pair, cells in result["representations"]["between_matched_depths"].items():
+            shown = ", ".join(f"{c['cka']:.3f} ({c['baseline_p95']:.3f})" for c in cells)
+            lines.append(f"| {task} | {pair} | {shown} |")
     lines += ["", f"![cka](plots/{plots['cka']})", "", "## Relevancy", ""]
     lines.append(
         "Share of the first answer token's relevance (Chefer et al. 2021) that lies on image tokens: does the model "

@@ -2,7 +2,11 @@
 
 Linear CKA (Kornblith et al. 2019, "Similarity of Neural Network Representations Revisited") compares two sets of
 representations of the same n inputs, whatever their widths: it is 1 for representations equal up to a rotation and
-an isotropic scaling, and near 0 for unrelated ones. Backbones of different depths are compared at the same
+an isotropic scaling, and near 0 for unrelated ones only when the inputs far outnumber the features: with few inputs
+and many features (32 prompts of a 4096-wide LLM) unrelated representations give linear CKA near 1. The report
+therefore uses debiased CKA (the unbiased HSIC estimator of Song et al. 2012, as in Nguyen et al. 2021), which is ~0
+for unrelated representations at any size, and shows beside each value the same measure with one side's rows
+shuffled (`cka_baseline`): what "no relation" looks like on these very inputs. Backbones of different depths are compared at the same
 relative depths. Sentence-level representations here are hidden states mean-pooled over the real (non-padding)
 tokens, one vector per input and layer, so left- or right-padding a batch does not change them.
 """
@@ -65,14 +69,63 @@ def linear_cka(x: Any, y: Any) -> float:
     return cross / (norm_x * norm_y)
 
 
-def cka_matrix(layers_a: Sequence[Any], layers_b: Sequence[Any]) -> list[list[float]]:
-    """Linear CKA of every layer of one model against every layer of another: result[i][j] = CKA(a[i], b[j])."""
+def _centred_gram(x: np.ndarray) -> np.ndarray:
+    centred = x - x.mean(axis=0, keepdims=True)
+    return centred @ centred.T
+
+
+def _unbiased_hsic(gram_x: np.ndarray, gram_y: np.ndarray) -> float:
+    """Song et al. (2012)'s unbiased HSIC of two n x n Gram matrices (n >= 4), diagonals excluded."""
+    n = gram_x.shape[0]
+    k, l_ = gram_x.copy(), gram_y.copy()
+    np.fill_diagonal(k, 0.0)
+    np.fill_diagonal(l_, 0.0)
+    ones_k, ones_l = k.sum(axis=0), l_.sum(axis=0)
+    value = np.sum(k * l_) + ones_k.sum() * ones_l.sum() / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * ones_k @ ones_l
+    return float(value / (n * (n - 3)))
+
+
+def _debiased_from_grams(gram_x: np.ndarray, gram_y: np.ndarray) -> float:
+    norm = _unbiased_hsic(gram_x, gram_x) * _unbiased_hsic(gram_y, gram_y)
+    if norm <= 0.0:
+        raise ValueError("debiased_cka: a representation varies too little across the inputs for CKA to be defined")
+    return _unbiased_hsic(gram_x, gram_y) / math.sqrt(norm)
+
+
+def debiased_cka(x: Any, y: Any) -> float:
+    """Debiased linear CKA of x (n, d1) and y (n, d2), n >= 4: ~0 for unrelated representations whatever n and d,
+    1 for equal ones up to rotation and isotropic scaling (it can be slightly negative by chance)."""
+    first, second = _matrix(x, "x"), _matrix(y, "y")
+    if first.shape[0] != second.shape[0] or first.shape[0] < 4:
+        raise ValueError(
+            f"debiased_cka needs the same inputs (at least 4) on both sides: x has {first.shape[0]} rows, y has "
+            f"{second.shape[0]}"
+        )
+    return _debiased_from_grams(_centred_gram(first), _centred_gram(second))
+
+
+def cka_baseline(x: Any, y: Any, permutations: int = 200, seed: int = 0) -> dict[str, float]:
+    """Debiased CKA of x against y with y's rows shuffled (the inputs no longer correspond): {"mean", "p95"} over
+    `permutations` shuffles. A CKA value means something only where it stands clear of this."""
+    gram_x, gram_y = _centred_gram(_matrix(x, "x")), _centred_gram(_matrix(y, "y"))
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(permutations):
+        order = rng.permutation(gram_y.shape[0])
+        values.append(_debiased_from_grams(gram_x, gram_y[np.ix_(order, order)]))
+    return {"mean": float(np.mean(values)), "p95": float(np.quantile(values, 0.95))}
+
+
+def cka_matrix(layers_a: Sequence[Any], layers_b: Sequence[Any], measure=None) -> list[list[float]]:
+    """CKA of every layer of one model against every layer of another: result[i][j] = CKA(a[i], b[j]) (linear CKA,
+    or `measure`, e.g. `debiased_cka`)."""
+    measure = measure or linear_cka
     if len(layers_a) == 0 or len(layers_b) == 0:
         raise ValueError(f"cka_matrix needs layers on both sides, got {len(layers_a)} and {len(layers_b)}")
     # Convert each layer (torch tensors included) once rather than once per pair.
     first = [_matrix(layer, f"layers_a[{i}]") for i, layer in enumerate(layers_a)]
     second = [_matrix(layer, f"layers_b[{j}]") for j, layer in enumerate(layers_b)]
-    return [[linear_cka(x, y) for y in second] for x in first]
+    return [[measure(x, y) for y in second] for x in first]
 
 
 def _depth_index(fraction: float, n_layers: int) -> int:
@@ -164,4 +217,12 @@ def stability(model: torch.nn.Module, inputs: Mapping[str, Any], perturbed_input
     return [linear_cka(x, y) for x, y in zip(original, perturbed, strict=True)]
 
 
-__all__ = ["cka_matrix", "linear_cka", "pooled_hidden_states", "relative_depth_pairs", "stability"]
+__all__ = [
+    "cka_baseline",
+    "cka_matrix",
+    "debiased_cka",
+    "linear_cka",
+    "pooled_hidden_states",
+    "relative_depth_pairs",
+    "stability",
+]
