@@ -29,11 +29,54 @@ from llava_swap.metrics import (
 
 
 @pytest.mark.parametrize(
-    ("matches", "expected"), [(10, 1.0), (5, 1.0), (4, 1.0), (3, 0.9), (2, 0.6), (1, 0.3), (0, 0.0)]
+    ("matches", "expected"), [(10, 0.0), (5, 1.0), (4, 1.0), (3, 0.9), (2, 0.6), (1, 0.3), (0, 0.0)]
 )
 def test_vqa_score_ten_references(matches, expected):
+    """ "two" is normalised to "2" when the humans disagree; ten unanimous "2" are compared as they are (officially)."""
     answers = ["2"] * matches + ["3"] * (10 - matches)
     assert vqa_score("two", answers) == pytest.approx(expected)
+    assert vqa_score("two", answers, normalize_unanimous=True) == pytest.approx(1.0 if matches == 10 else expected)
+
+
+def _official_vqa_eval(prediction: str, answers: list[str]) -> float:
+    """The per-question loop of vqaEval.py (GT-Vision-Lab/VQA, evaluate()), ported statement by statement; its
+    processPunctuation / processDigitArticle are the module's ports."""
+    from llava_swap.metrics.vqa import _process_digits_and_articles, _process_punctuation
+
+    gts = [
+        {"answer": answer.replace("\n", " ").replace("\t", " ").strip(), "answer_id": i}
+        for i, answer in enumerate(answers)
+    ]
+    res_ans = prediction.replace("\n", " ").replace("\t", " ").strip()
+    gt_answers = [ans["answer"] for ans in gts]
+    if len(set(gt_answers)) > 1:
+        for ans in gts:
+            ans["answer"] = _process_punctuation(ans["answer"])
+        res_ans = _process_punctuation(res_ans)
+        res_ans = _process_digits_and_articles(res_ans)
+    gt_acc = []
+    for gt_ans in gts:
+        other = [item for item in gts if item != gt_ans]
+        matching = [item for item in other if item["answer"] == res_ans]
+        gt_acc.append(min(1, float(len(matching)) / 3))
+    return sum(gt_acc) / len(gt_acc)
+
+
+OFFICIAL_CASES = [
+    ("two", ["2"] * 10),  # unanimous: no normalisation, 0
+    ("2", ["2"] * 10),
+    ("Yes", ["yes"] * 10),  # unanimous and case-sensitive
+    ("two", ["2"] * 9 + ["two"]),
+    ("The red one.", ["red"] * 6 + ["red one"] * 4),
+    ("A dog\n", ["dog", "dogs", "a dog", "dog", "the dog", "puppy", "dog", "dog", "Dog", "dog"]),
+    ("dont know", ["don't know"] * 5 + ["no idea"] * 5),
+    ("3,000", ["3000"] * 3 + ["3,000"] * 7),
+]
+
+
+@pytest.mark.parametrize(("prediction", "answers"), OFFICIAL_CASES)
+def test_vqa_score_equals_the_official_evaluation(prediction, answers):
+    assert vqa_score(prediction, answers) == pytest.approx(_official_vqa_eval(prediction, answers), abs=1e-12)
 
 
 def test_vqa_score_is_the_leave_one_out_mean_for_any_number_of_references():
@@ -49,7 +92,8 @@ def test_vqa_score_single_reference_is_exact_match_after_normalisation():
 
 def test_vqa_accuracy_means_over_items_and_validates():
     refs = [["yes"] * 10, ["2"] * 3 + ["3"] * 7, ["red"]]
-    assert vqa_accuracy(["Yes", "two", "blue"], refs) == {"accuracy": pytest.approx((1.0 + 0.9 + 0.0) / 3)}
+    assert vqa_accuracy(["yes", "two", "blue"], refs) == {"accuracy": pytest.approx((1.0 + 0.9 + 0.0) / 3)}
+    assert vqa_accuracy(["Yes", "two", "blue"], refs) == {"accuracy": pytest.approx(0.9 / 3)}  # unanimous: as is
     with pytest.raises(ValueError, match=r"2 predictions but 3"):
         vqa_accuracy(["a", "b"], refs)
     with pytest.raises(ValueError, match=r"references\[1\]"):
@@ -425,3 +469,17 @@ def test_evaluate_module_loads_offline_and_matches_the_function(name):
     assert module.description.strip() and module.features is not None
     kwargs, direct = MODULE_CASES[name]
     assert module.compute(**kwargs) == direct(kwargs)
+
+
+def test_the_coordinate_item_score_and_the_run_accuracy_agree_at_the_tolerance_edge():
+    """A point exactly 0.1 away (0.1 is not exact in binary) counts in both, so mean score equals accuracy."""
+    from llava_swap.metrics.coordinates import coordinate_metrics
+    from llava_swap.tasks import get_task
+
+    task = get_task("seismic_coordinates")
+    meta = {"target": {"x": 0.3, "y": 0.2}}
+    answers = ['{"x": 0.4, "y": 0.2}', '{"x": 0.3, "y": 0.1}', '{"x": 0.5, "y": 0.2}']
+    scores = [task.score(answer, meta) for answer in answers]
+    assert scores == [1.0, 1.0, 0.0]
+    run = coordinate_metrics(answers, [(0.3, 0.2)] * 3)
+    assert run["accuracy"] == pytest.approx(sum(scores) / 3)

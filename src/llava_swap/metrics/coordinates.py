@@ -112,6 +112,12 @@ def coordinate_error(prediction: str, target: tuple[float, float] | Mapping[str,
     return math.hypot(point[0] - target_x, point[1] - target_y)
 
 
+def coordinate_hit(error: float | None, tolerance: float = DEFAULT_TOLERANCE) -> bool:
+    """Whether an answer with this error counts as correct: it parsed, and lies at most `tolerance` away (a point
+    exactly `tolerance` away counts despite float rounding). The per-item score and the run metric both use it."""
+    return error is not None and error <= tolerance + _EPSILON
+
+
 def coordinate_metrics(
     predictions: Sequence[str],
     references: Sequence[tuple[float, float] | Mapping[str, float]],
@@ -144,7 +150,7 @@ def coordinate_metrics(
         point = parse_coordinates(prediction)
         if point is not None:
             errors.append(math.hypot(point[0] - target_x, point[1] - target_y))
-    hits = sum(error <= tolerance + _EPSILON for error in errors)
+    hits = sum(coordinate_hit(error, tolerance) for error in errors)
     return {
         "parse_rate": len(errors) / len(predictions),
         "accuracy": hits / len(predictions),
@@ -153,4 +159,4 @@ def coordinate_metrics(
     }
 
 
-__all__ = ["DEFAULT_TOLERANCE", "coordinate_error", "coordinate_metrics", "parse_coordinates"]
+__all__ = ["DEFAULT_TOLERANCE", "coordinate_error", "coordinate_hit", "coordinate_metrics", "parse_coordinates"]

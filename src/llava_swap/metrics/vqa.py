@@ -1,8 +1,8 @@
 """VQAv2 accuracy: the official answer normalisation and the leave-one-out "min(1, matches / 3)" score.
 
 `normalize_vqa_answer` follows `vqaEval.py` of the official VQA API (github.com/GT-Vision-Lab/VQA) rule for rule,
-quirks included, so numbers here match the evaluation server's: a model's answer and a human's are compared only
-after both went through it.
+quirks included, and `vqa_score` applies it where the official code does (human answers get the punctuation rule
+only, and nothing is normalised when the humans agree unanimously), so numbers here match the evaluation server's.
 """
 
 from __future__ import annotations
@@ -190,28 +190,45 @@ def normalize_vqa_answer(text: str) -> str:
     return _process_digits_and_articles(_process_punctuation(text))
 
 
-def vqa_score(prediction: str, answers: Sequence[str]) -> float:
-    """VQA accuracy of one answer against the human answers (all normalised first).
+def vqa_score(prediction: str, answers: Sequence[str], normalize_unanimous: bool = False) -> float:
+    """VQA accuracy of one answer against the human answers, as the official `vqaEval.py` computes it.
 
-    With several answers: the mean, over each answer left out in turn, of min(1, matches among the others / 3). With
-    the 10 answers of VQAv2, 4+ matches score 1.0, 3 score 0.9, 2 score 0.6, 1 scores 0.3. With one answer (leave-one-
-    out would always give 0): exact match, 1.0 or 0.0.
+    Newlines and tabs become spaces and both sides are stripped. When the humans disagree, their answers go through
+    the punctuation rule and the prediction through the punctuation, digit, article and contraction rules; when they
+    all gave the same answer, the official code normalises nothing, so "two" against ten "2" scores 0
+    (`normalize_unanimous=True` normalises both sides fully there instead, which is not the official number). With
+    several answers: the mean, over each answer left out in turn, of min(1, matches among the others / 3): with the
+    10 answers of VQAv2, 4+ matches score 1.0, 3 score 0.9, 2 score 0.6, 1 scores 0.3. With one answer (where the
+    official leave-one-out always gives 0): exact match after full normalisation, 1.0 or 0.0.
     """
     if isinstance(answers, str):
         raise TypeError("answers must be a list of reference answers, not one string")
     if len(answers) == 0:
         raise ValueError("vqa_score needs at least one reference answer")
-    predicted = normalize_vqa_answer(prediction)
-    matches = [normalize_vqa_answer(answer) == predicted for answer in answers]
-    if len(matches) == 1:
-        return float(matches[0])
+    if len(answers) == 1:
+        return float(normalize_vqa_answer(prediction) == normalize_vqa_answer(answers[0]))
+    answers = [_whitespace(answer) for answer in answers]
+    predicted = _whitespace(prediction)
+    if len(set(answers)) > 1:
+        answers = [_process_punctuation(answer) for answer in answers]
+        predicted = _process_digits_and_articles(_process_punctuation(predicted))
+    elif normalize_unanimous:
+        answers = [normalize_vqa_answer(answer) for answer in answers]
+        predicted = normalize_vqa_answer(predicted)
+    matches = [answer == predicted for answer in answers]
     total = sum(matches)
     # Official loop: one term per left-out answer, summed in order, then divided by their number.
     scores = [min(1.0, (total - left_out) / 3) for left_out in matches]
     return sum(scores) / len(scores)
 
 
-def vqa_accuracy(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+def _whitespace(text: str) -> str:
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
+def vqa_accuracy(
+    predictions: Sequence[str], references: Sequence[Sequence[str]], normalize_unanimous: bool = False
+) -> dict[str, float]:
     """`{"accuracy": mean vqa_score}` over items, in [0, 1] (the official server reports 100 times it)."""
     if len(predictions) != len(references):
         raise ValueError(
@@ -226,7 +243,7 @@ def vqa_accuracy(predictions: Sequence[str], references: Sequence[Sequence[str]]
             raise ValueError(f"references[{index}] is a string; it must be a list of reference answers.")
         if len(answers) == 0:
             raise ValueError(f"references[{index}] is an empty list: each item needs at least one reference answer.")
-        scores.append(vqa_score(prediction, answers))
+        scores.append(vqa_score(prediction, answers, normalize_unanimous))
     return {"accuracy": sum(scores) / len(scores)}
 
 

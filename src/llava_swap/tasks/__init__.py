@@ -20,7 +20,7 @@ from typing import Any
 from .. import metrics
 from ..data.llava_json import load_llava_json
 from ..data.records import BadRecordError, LoadedData, SkippedRecord
-from ..metrics.coordinates import coordinate_error, parse_coordinates
+from ..metrics.coordinates import coordinate_error, coordinate_hit, parse_coordinates
 from ..metrics.description import fact_score
 from ..metrics.vqa import normalize_vqa_answer, vqa_score
 
@@ -29,9 +29,8 @@ def _target(meta: dict) -> tuple[float, float]:
     return float(meta["target"]["x"]), float(meta["target"]["y"])
 
 
-def _coordinate_score(prediction: str, meta: dict, tolerance: float = 0.1) -> float:
-    error = coordinate_error(prediction, _target(meta))
-    return float(error is not None and error <= tolerance)
+def _coordinate_score(prediction: str, meta: dict) -> float:
+    return float(coordinate_hit(coordinate_error(prediction, _target(meta))))
 
 
 @dataclass(frozen=True)

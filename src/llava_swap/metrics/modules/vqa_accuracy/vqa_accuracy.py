@@ -14,13 +14,16 @@ VQA accuracy as computed by the official VQAv2 evaluation (vqaEval.py of the VQA
 normalised (lower case, punctuation, number words to digits, articles dropped, contractions restored), then an answer
 scores the mean, over each human answer left out in turn, of min(1, matching other human answers / 3). With the 10
 human answers of VQAv2, 4 or more matches score 1.0, 3 score 0.9, 2 score 0.6, 1 scores 0.3. With a single reference
-answer the score is exact match after normalisation. The result is the mean over questions, in [0, 1].
+answer the score is exact match after normalisation. As in the official code, nothing is normalised when the human
+answers are unanimous. The result is the mean over questions, in [0, 1].
 """
 
 _KWARGS_DESCRIPTION = """\
 Args:
     predictions (`list` of `str`): one answer per question.
     references (`list` of `list` of `str`): the human answers of each question (at least one).
+    normalize_unanimous (`bool`, defaults to False): normalise both sides when the humans agree unanimously too
+        (not the official number).
 Returns:
     accuracy (`float`): mean VQA accuracy in [0, 1].
 Examples:
@@ -59,5 +62,5 @@ class VqaAccuracy(evaluate.Metric):
             reference_urls=["https://visualqa.org/evaluation.html", "https://github.com/GT-Vision-Lab/VQA"],
         )
 
-    def _compute(self, predictions, references) -> dict:
-        return vqa_accuracy(predictions, references)
+    def _compute(self, predictions, references, normalize_unanimous: bool = False) -> dict:
+        return vqa_accuracy(predictions, references, normalize_unanimous=normalize_unanimous)
