@@ -283,3 +283,30 @@ def test_coordinates_parse_answer():
     assert seismic_coordinates.parse_answer('{"x": "a"} then {"y": 1, "x": 0}') == (0.0, 1.0)
     assert seismic_coordinates.parse_answer("somewhere in the middle") is None
     assert seismic_coordinates.format_answer(0.4, 0.05) == '{"x": 0.40, "y": 0.05}'
+
+
+@pytest.mark.parametrize("task", ["vqa_scene", "seismic_description", "seismic_coordinates"])
+def test_held_out_images_are_never_training_images(tmp_path, task):
+    """VQA-Scene at seed 0 drew a test image identical to a training one (32 px scenes repeat): it is redrawn, with
+    the same question type, and every other item stays as it was."""
+    import hashlib
+    import json
+
+    from llava_swap.tasks import get_task
+
+    get_task(task).generate(tmp_path, n_train=240, n_val=0, n_test=60, seed=0, image_size=32)
+
+    def digest(path):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    training = {digest(path) for path in (tmp_path / "images").glob("train-*.png")}
+    held_out = sorted((tmp_path / "images").glob("test-*.png"))
+    assert len(held_out) == 60 and not [path.name for path in held_out if digest(path) in training]
+    types = [record.get("question_type") for record in json.loads((tmp_path / "test.json").read_text())]
+    if task == "vqa_scene":
+        assert {kind: types.count(kind) for kind in set(types)} == {
+            "spatial": 15,
+            "existence": 15,
+            "attribute": 15,
+            "counting": 15,
+        }

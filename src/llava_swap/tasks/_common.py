@@ -89,10 +89,15 @@ def generate_task(
     image_dir = out_dir / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     splits: dict[str, list[Record]] = {"train": [], "val": [], "test": [], "pretrain": []}
+    training_images: set[bytes] = set()
     for split in SPLITS:
         items = make_items(split_rng(task, split, seed), counts[split], image_size)
         shown = tqdm(items, total=counts[split], desc=f"{task} {split}", unit=" items", disable=counts[split] < 500)
         for index, item in enumerate(shown):
+            if split == "train":
+                training_images.add(item.image.tobytes())
+            elif item.image.tobytes() in training_images:  # a held-out item must not be a training image
+                item = _replacement(task, split, seed, index, item, image_size, make_items, training_images)
             if item.image.size != (image_size, image_size):
                 raise AssertionError(f"{task} drew a {item.image.size} image, not {image_size}x{image_size}")
             image_path = image_dir / f"{split}-{index:05d}.png"
@@ -122,6 +127,20 @@ def generate_task(
     }
     (out_dir / "task.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return paths
+
+
+def _replacement(
+    task: str, split: str, seed: int, index: int, item: Item, image_size: int, make_items: ItemMaker, avoid: set
+) -> Item:
+    """Another held-out item of the same question type whose image no training item has, drawn from a stream of its
+    own (so the other items of the split stay as they were)."""
+    for attempt in range(100):
+        rng = split_rng(task, f"{split}-{index}-replacement-{attempt}", seed)
+        for candidate in make_items(rng, 8, image_size):
+            same_type = candidate.meta.get("question_type") == item.meta.get("question_type")
+            if same_type and candidate.image.tobytes() not in avoid:
+                return candidate
+    raise RuntimeError(f"{task}: no {split} image unlike every training image after 100 draws; use larger images.")
 
 
 def join_words(words: list[str]) -> str:
