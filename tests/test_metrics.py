@@ -483,3 +483,17 @@ def test_the_coordinate_item_score_and_the_run_accuracy_agree_at_the_tolerance_e
     assert scores == [1.0, 1.0, 0.0]
     run = coordinate_metrics(answers, [(0.3, 0.2)] * 3)
     assert run["accuracy"] == pytest.approx(sum(scores) / 3)
+
+
+def test_a_negated_statement_is_not_a_stated_fact():
+    from llava_swap.metrics.description import extract_facts, fact_score
+
+    facts = {"num_traces": 3, "p_arrival_s": 1.2, "amplitude_class": "high"}
+    denied = "There is no P wave at 1.2 s; it is not a high amplitude record, and it does not show three traces."
+    assert extract_facts(denied) == {}
+    assert fact_score(denied, facts) == 0.0
+    assert extract_facts("Not a high amplitude but a low amplitude; 3 traces.") == {
+        "amplitude_class": "low",
+        "num_traces": 3,
+    }
+    assert fact_score("Three traces, P wave at 1.2 s, high amplitude.", facts) == 1.0

@@ -60,6 +60,19 @@ _FREQUENCY = re.compile(
 )
 
 
+# A negation shortly before a mention, in the same clause: "not a high amplitude", "no P wave at 1.2 s", "isn't".
+_NEGATION = re.compile(r"(?:\b(?:not|no|never|without|nor)|n't)\s+(?:[\w-]+\s+){0,2}$", re.IGNORECASE)
+
+
+def _first_affirmed(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    """The first mention `pattern` finds that is not negated: a denied fact is not a stated one."""
+    for match in pattern.finditer(text):
+        clause = re.split(r"[.;,!?\n]", text[max(0, match.start() - 40) : match.start()])[-1]
+        if not _NEGATION.search(clause):
+            return match
+    return None
+
+
 def _count_value(text: str) -> int:
     text = " ".join(text.lower().split())
     if text in ("a single", "single"):
@@ -72,25 +85,26 @@ def extract_facts(text: str) -> dict[str, Any]:
 
     Reads "3 traces" / "three traces", "P wave arrives at 1.2 s" / "P arrival at 1.20 s" / "P at 1.2s" (also "ms"),
     the same for S, "low/medium/high amplitude" (or "amplitude is high"; "moderate" means medium) and
-    "low-frequency" / "high frequency" (or "frequency content is low"). Case-insensitive.
+    "low-frequency" / "high frequency" (or "frequency content is low"). Case-insensitive. A negated mention ("not a
+    high amplitude", "no P wave at 1.2 s") states nothing; a later affirmed one counts.
     """
     if not isinstance(text, str):
         return {}
     facts: dict[str, Any] = {}
     try:
-        if match := _TRACES.search(text):
+        if match := _first_affirmed(_TRACES, text):
             facts["num_traces"] = _count_value(match.group("count") or match.group("count2"))
         for key, pattern in _PHASES.items():
-            if match := pattern.search(text):
+            if match := _first_affirmed(pattern, text):
                 value = float(match.group("value"))
                 if match.group("unit").lower().startswith("m"):
                     value /= 1000
                 if math.isfinite(value):
                     facts[key] = value
-        if match := _AMPLITUDE.search(text):
+        if match := _first_affirmed(_AMPLITUDE, text):
             amplitude = (match.group("a") or match.group("b")).lower()
             facts["amplitude_class"] = "medium" if amplitude == "moderate" else amplitude
-        if match := _FREQUENCY.search(text):
+        if match := _first_affirmed(_FREQUENCY, text):
             facts["frequency_class"] = (match.group("a") or match.group("b")).lower()
     except (ValueError, OverflowError, KeyError):  # defensive: a metric must not crash an evaluation run
         pass
