@@ -25,6 +25,7 @@ RECORD_FIELDS = {
     "confidence",
     "mean_logprob",
     "num_tokens",
+    "first_token_prob",
 }
 
 
@@ -195,3 +196,19 @@ def test_cli_data_generate(tmp_path, capsys):
     }
     assert len(json.loads((tmp_path / "train.json").read_text())) == 20
     assert len(get_task("seismic_coordinates").load(tmp_path).records) == 2  # n / 10
+
+
+def test_answer_confidence_leaves_out_format_tokens(tiny_lm):
+    """A coordinate answer's `{`, quotes and keys are written with certainty by any model: only the number tokens
+    carry the answer, so only they make its confidence."""
+    from transformers import AutoTokenizer
+
+    from llava_swap.evaluation import content_positions
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm("llama3"))
+    tokens = tokenizer('{"x": 0.35, "y": 0.2}', add_special_tokens=False).input_ids
+    kept = content_positions(tokenizer, tokens, ("x", "y"))
+    assert (
+        kept and "".join(tokenizer.decode([tokens[i]]) for i in kept).replace(" ", "") == "03502"
+    )  # 0.35 and 0.2, points dropped
+    assert content_positions(tokenizer, tokens) != kept  # without the task's format words, x and y count

@@ -69,6 +69,7 @@ def test_study_writes_every_section_plot_and_number(study):
     assert results["comparisons"] == {"family": "every pairwise difference of every task", "size": 9, "method": "Holm"}
     for diff in vqa["differences"].values():  # correct/incorrect items: exact McNemar, Holm never below the raw p
         assert diff["test"] == "exact McNemar" and 1.0 >= diff["p_adjusted"] >= diff["p_value"]
+    assert set(vqa["ece_interval"]) == set(vqa["calibration"]) and "item score is at least 0.5" in report
     assert "p = 0.000" not in report and "adjusted p = " in report and "Caveat: one training run" in report
     assert sum(vqa["agreement"]["upset"].values()) == 8
     assert len(vqa["representations"]["stability"]["llama3"]) == 3  # embeddings + 2 layers

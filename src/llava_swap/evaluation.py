@@ -1,8 +1,10 @@
 """Batched greedy generation with confidences, and per-instance evaluation records.
 
-One forward per batch and step (left padding, KV cache), deterministic. Each answer comes with two confidences read
-from the raw logits: the probability of its first token and the mean log-probability of its tokens (up to and
-including the stop token). `evaluate_rows` turns answers into per-instance records (id, question type, prompt,
+One forward per batch and step (left padding, KV cache), deterministic. Each answer comes with confidences read from
+the raw logits: the answer's probability (the geometric mean over its content tokens: tokens with a letter or digit
+that are not words of the task's format, so `{` and `"x"` of a coordinate answer, which any model writes with
+certainty, say nothing), the probability of its first token, and the mean log-probability of all its tokens (up to
+and including the stop token). `evaluate_rows` turns answers into per-instance records (id, question type, prompt,
 prediction, references, parsed answer, score, confidence) and task metrics; `write_results` stores them as
 `predictions.jsonl` and `metrics.json`, the input of every later analysis.
 """
@@ -57,9 +59,21 @@ class Generation:
     """One generated answer and how sure the model was of it."""
 
     text: str
+    answer_prob: float  # geometric mean probability of the content tokens (see the module)
     first_token_prob: float
     mean_logprob: float
     num_tokens: int
+
+
+def content_positions(tokenizer, tokens: list[int], format_words: tuple[str, ...] = ()) -> list[int]:
+    """Positions of the tokens that carry the answer: a letter or digit, and not a word of the task's format."""
+    positions = []
+    for position, token in enumerate(tokens):
+        text = tokenizer.decode([token], skip_special_tokens=True)
+        word = text.strip().strip("\"'").lower()
+        if any(char.isalnum() for char in text) and word not in format_words:
+            positions.append(position)
+    return positions
 
 
 @torch.no_grad()
@@ -70,6 +84,7 @@ def generate_answers(
     batch_size: int = 16,
     max_new_tokens: int = 16,
     progress: bool = True,
+    format_words: tuple[str, ...] = (),
 ) -> list[Generation]:
     """Greedy answers to each row's last question, in row order, with their confidences."""
     was_training = model.training
@@ -105,9 +120,11 @@ def generate_answers(
                 tokens = new_tokens[row_index].tolist()
                 length = next((i + 1 for i, token in enumerate(tokens) if token in stop_ids), len(tokens))
                 row_logprobs = logprobs[row_index, :length]
+                content = content_positions(tokenizer, tokens[:length], format_words) or list(range(length))
                 results.append(
                     Generation(
                         text=tokenizer.decode(tokens[:length], skip_special_tokens=True).strip(),
+                        answer_prob=float(row_logprobs[content].mean().exp()),
                         first_token_prob=float(row_logprobs[0].exp()),
                         mean_logprob=float(row_logprobs.mean()),
                         num_tokens=length,
@@ -167,7 +184,8 @@ def evaluate_rows(
 
     start = time.perf_counter()
     max_new_tokens = max_new_tokens or (task.max_new_tokens if task is not None else 16)
-    generations = generate_answers(model, processor, rows, batch_size, max_new_tokens, progress)
+    format_words = task.format_words if task is not None else ()
+    generations = generate_answers(model, processor, rows, batch_size, max_new_tokens, progress, format_words)
     records = []
     for row, generation in zip(rows, generations, strict=True):
         meta = row.get("meta") or {}
@@ -187,8 +205,9 @@ def evaluate_rows(
                 parsed=parsed,
                 score=score,
                 correct=int(score >= 0.5),
-                confidence=generation.first_token_prob,
+                confidence=generation.answer_prob,
                 mean_logprob=generation.mean_logprob,
+                first_token_prob=generation.first_token_prob,
                 num_tokens=generation.num_tokens,
             )
         )

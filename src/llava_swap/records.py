@@ -30,11 +30,12 @@ class EvaluationRecord:
     references: list
     parsed: Any  # the answer as the task's metric reads it; None where it does not parse
     score: float  # in [0, 1]
-    correct: int  # score >= 0.5
-    confidence: float  # probability of the first answer token
+    correct: int  # score >= 0.5 (the threshold calibration is measured against)
+    confidence: float  # the answer's probability: geometric mean over its content tokens (evaluation.py)
     mean_logprob: float  # mean log-probability of the answer's tokens
     num_tokens: int | None = None  # tokens generated
     prob_correct: float | None = None  # probability of the correct answer (the study computes it)
+    first_token_prob: float | None = None  # probability of the first answer token (the former confidence)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON line's fields (a field nobody computed is left out)."""

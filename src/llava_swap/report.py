@@ -19,7 +19,14 @@ import numpy as np
 
 from .analysis.ablation import ablation_effects
 from .analysis.agreement import agreement_report
-from .analysis.inference import compare_paired, format_interval, format_p, holm, mean_interval
+from .analysis.inference import (
+    compare_paired,
+    format_interval,
+    format_p,
+    holm,
+    mean_interval,
+    statistic_interval,
+)
 from .analysis.representations import cka_baseline, cka_matrix, debiased_cka, relative_depth_pairs
 from .evaluation import read_predictions
 from .metrics import calibration
@@ -69,6 +76,14 @@ def analyse(study_dir: str | Path) -> dict[str, Any]:
             "agreement": agreement_report({name: [r.to_dict() for r in rs] for name, rs in by_variant.items()}),
             "calibration": {
                 name: calibration([r.confidence for r in by_variant[name]], [r.correct for r in by_variant[name]])
+                for name in variants
+            },
+            "ece_interval": {
+                name: statistic_interval(
+                    ([r.confidence for r in by_variant[name]], [r.correct for r in by_variant[name]]),
+                    lambda confidence, correct: calibration(confidence, correct)["ece"],
+                    seed=manifest["seed"],
+                )
                 for name in variants
             },
             "representations": _representations(study_dir, task, variants),
@@ -196,7 +211,7 @@ def _plots(study_dir: Path, results: dict[str, Any]) -> dict[str, str]:
             )
         axis.set(
             title=f"Reliability: {task}",
-            xlabel="confidence (first answer token)",
+            xlabel="confidence (answer tokens)",
             ylabel="accuracy",
             xlim=(0, 1),
             ylim=(0, 1),
@@ -353,11 +368,18 @@ def build_report(study_dir: str | Path) -> Path:
                 f"| {phi} | {kappa} | {format_p(stats['mcnemar_p'])} |"
             )
     lines += ["", f"![agreement](plots/{plots['agreement']})", "", "## Calibration", ""]
-    lines += ["| task | variant | ECE | adaptive ECE | Brier |", "|---|---|---|---|---|"]
+    lines.append(
+        "Confidence is the probability of the answer: the geometric mean over its content tokens (tokens with a letter "
+        'or digit that are not words of the task\'s format, so the `{` and `"x"` of a coordinate answer do not count). '
+        "An answer is correct when its item score is at least 0.5. ECE uses 15 equal-width bins; its interval is a "
+        "bootstrap over items."
+    )
+    lines += ["", "| task | variant | ECE [95% CI] | adaptive ECE | Brier |", "|---|---|---|---|---|"]
     for task, result in results["tasks"].items():
         for name in variants:
             c = result["calibration"][name]
-            lines.append(f"| {task} | {name} | {c['ece']:.3f} | {c['adaptive_ece']:.3f} | {c['brier']:.3f} |")
+            ece = format_interval(result["ece_interval"][name])
+            lines.append(f"| {task} | {name} | {ece} | {c['adaptive_ece']:.3f} | {c['brier']:.3f} |")
     lines += ["", f"![reliability](plots/{plots['reliability']})", "", "## Internal representations", ""]
     lines.append(
         "Debiased linear CKA (float64; Song et al. 2012's unbiased HSIC, ~0 for unrelated representations) of the LLM's "

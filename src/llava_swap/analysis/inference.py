@@ -141,6 +141,37 @@ def mean_interval(values: Sequence[float], seed: int = 0, n_resamples: int = N_R
     return {"estimate": estimate, "low": low, "high": high, "interval": method, "degenerate": low == high}
 
 
+def statistic_interval(
+    arrays: Sequence[Sequence[float]], statistic, seed: int = 0, n_resamples: int = 999
+) -> dict[str, Any]:
+    """A percentile bootstrap interval of any statistic of per-item arrays resampled together (items kept whole):
+    e.g. ECE of (confidence, correct) pairs. {"estimate", "low", "high", "interval", "degenerate"}."""
+    from scipy import stats
+
+    data = tuple(np.asarray(array, dtype=np.float64) for array in arrays)
+    estimate = float(statistic(*data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = stats.bootstrap(
+            data,
+            statistic,
+            paired=True,
+            vectorized=False,
+            confidence_level=CONFIDENCE,
+            n_resamples=n_resamples,
+            method="percentile",
+            **_seeded(stats.bootstrap, seed),
+        )
+    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    return {
+        "estimate": estimate,
+        "low": low,
+        "high": high,
+        "interval": "paired bootstrap (percentile)",
+        "degenerate": low == high,
+    }
+
+
 def _seeded(function, seed: int) -> dict[str, Any]:
     """The seed argument of a scipy resampling function: `rng` from scipy 1.15 on, `random_state` before."""
     import inspect

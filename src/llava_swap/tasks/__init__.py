@@ -48,6 +48,8 @@ class Task:
     metric_inputs: Callable[[list[dict]], dict[str, Any]]
     # Answers must parse into a structure (coordinates): the study reports how often they do, per backbone
     structured_output: bool = False
+    # Words of the answer format, not of the answer ('{"x": 0.3, "y": 0.2}': x, y): confidence leaves them out
+    format_words: tuple[str, ...] = ()
 
     @property
     def module(self):
@@ -145,6 +147,7 @@ TASKS = {
             score=_coordinate_score,
             metric_inputs=lambda metas: {"references": [_target(m) for m in metas]},
             structured_output=True,
+            format_words=("x", "y"),
         ),
     )
 }
