@@ -57,7 +57,9 @@ def render_with_answer_spans(
     each answer and the special token that closes it, which must be the same for every answer of a conversation.
     `template_kwargs` (tools, documents, ...) reach the template as in `apply_chat_template`."""
     settings = {"add_generation_prompt": add_generation_prompt, "continue_final_message": continue_final_message}
-    if has_generation_markers(template):
+    # A {% generation %} block may hold its closing token; a located answer is the answer's text alone.
+    marked_by_template = has_generation_markers(template)
+    if marked_by_template:
         prompts, marked = compat.render_with_generation_spans(
             list(conversations), template, **settings, **template_kwargs, **tokenizer.special_tokens_map
         )
@@ -75,14 +77,12 @@ def render_with_answer_spans(
             for index, (messages, text, scaffold) in enumerate(zip(conversations, prompts, scaffolds, strict=True))
         ]
     end_tokens = _closing_tokens(tokenizer)
-    # A {% generation %} block may hold its closing token; a located answer is the answer's text alone.
-    may_hold_closer = has_generation_markers(template)
     out = []
     for index, (messages, text, spans) in enumerate(zip(conversations, prompts, marked, strict=True)):
         final_is_open = continue_final_message and messages[-1]["role"] == "assistant"
         closed, closers = [], set()
         for number, (start, end) in enumerate(spans):
-            closing = _closing_token(text, start, end, end_tokens, may_hold_closer)
+            closing = _closing_token(text, start, end, end_tokens, marked_by_template)
             if closing is None:
                 if final_is_open and number == len(spans) - 1:
                     closed.append((start, end))  # the answer being continued has no end yet

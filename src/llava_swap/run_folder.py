@@ -65,8 +65,12 @@ def start_output_dir(out: Path, recipe: dict[str, Any], overwrite: bool, resume:
     """Clears `out` for an overwrite and records the recipe (main process, after `check_output_dir`)."""
     if overwrite and out.is_dir():
         for item in out.iterdir():
-            if item.name not in KEPT_ON_OVERWRITE:
-                shutil.rmtree(item) if item.is_dir() else item.unlink()
+            if item.name in KEPT_ON_OVERWRITE:
+                continue
+            if item.is_dir():
+                shutil.rmtree(item)
+            else:
+                item.unlink()
         logger.info(f"--overwrite_output_dir: cleared {out}")
     out.mkdir(parents=True, exist_ok=True)
     record = out / RECIPE_RECORD
