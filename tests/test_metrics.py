@@ -215,6 +215,52 @@ def test_adaptive_ece_uneven_split_and_zero_confidence():
     assert result["ece"] == pytest.approx(result["adaptive_ece"])
 
 
+@pytest.mark.parametrize(
+    "conf",
+    [
+        [0.5] * 12,  # one group of ties: one bin, whatever n_bins is
+        [0.2] * 7 + [0.8] * 5,  # two groups, cuts inside both
+        [0.1, 0.3, 0.3, 0.3, 0.3, 0.6, 0.6, 0.6, 0.9, 0.9, 0.95, 1.0, 1.0],  # ties mixed with distinct values
+    ],
+)
+@pytest.mark.parametrize("n_bins", [2, 3, 5, 15])
+def test_adaptive_ece_is_independent_of_item_order_under_ties(conf, n_bins):
+    rng = np.random.default_rng(0)
+    correct = (rng.random(len(conf)) < 0.5).astype(int).tolist()
+    expected = calibration(conf, correct, n_bins=n_bins)["adaptive_ece"]
+    for _ in range(20):
+        order = rng.permutation(len(conf))
+        permuted = calibration([conf[i] for i in order], [correct[i] for i in order], n_bins=n_bins)
+        assert permuted["adaptive_ece"] == expected  # exactly, not approximately
+
+
+def test_adaptive_ece_keeps_tied_confidences_in_one_bin():
+    # All 0.5: a single bin whatever the order, |accuracy - 0.5| = |4/8 - 0.5| = 0; a split by order could give > 0.
+    assert calibration([0.5] * 8, [1, 1, 1, 1, 0, 0, 0, 0], n_bins=2)["adaptive_ece"] == 0.0
+    assert calibration([0.5] * 8, [0, 0, 0, 0, 1, 1, 1, 1], n_bins=4)["adaptive_ece"] == 0.0
+    # 0.2 x 3 then 0.8 x 3, 4 bins: array_split cuts at 2, 4, 5; the cut at 2 moves to 3 (the group 0..3 ends nearer),
+    # the cut at 4 moves to 3 (the group 3..6 starts nearer), the cut at 5 moves to 6 (its end): two bins of 3.
+    result = calibration([0.8, 0.2, 0.8, 0.2, 0.8, 0.2], [1, 0, 1, 1, 0, 0], n_bins=4)
+    assert result["adaptive_ece"] == pytest.approx(0.5 * abs(1 / 3 - 0.2) + 0.5 * abs(2 / 3 - 0.8))
+    # A cut in the exact middle of a tie moves to the group's upper end: 2 bins, cut at 2 of [.3 .5 .5 .7] -> 3.
+    result = calibration([0.5, 0.7, 0.3, 0.5], [1, 1, 0, 0], n_bins=2)
+    assert result["adaptive_ece"] == pytest.approx(3 / 4 * abs(1 / 3 - 0.4333333333333333) + 1 / 4 * abs(1 - 0.7))
+
+
+def test_adaptive_ece_without_ties_is_unchanged():
+    # Distinct confidences: the np.array_split bins as before. 7 answers, 3 bins of sizes 3, 2, 2 (larger first):
+    # conf .1 .2 .3 | .5 .6 | .8 .9 (mean .2, .55, .85) against accuracy 1/3, 1/2, 1.
+    conf, correct = [0.9, 0.1, 0.5, 0.3, 0.8, 0.2, 0.6], [1, 0, 0, 1, 1, 0, 1]
+    hand = 3 / 7 * abs(1 / 3 - 0.2) + 2 / 7 * abs(0.5 - 0.55) + 2 / 7 * abs(1.0 - 0.85)
+    assert calibration(conf, correct, n_bins=3)["adaptive_ece"] == pytest.approx(hand, rel=1e-12)
+    order = np.argsort(conf, kind="stable")
+    previous = sum(
+        len(run) / len(conf) * abs(np.mean(np.asarray(correct)[run]) - np.mean(np.asarray(conf)[run]))
+        for run in np.array_split(order, 3)
+    )
+    assert calibration(conf, correct, n_bins=3)["adaptive_ece"] == pytest.approx(previous, rel=1e-12)
+
+
 def test_calibration_validates_with_the_index():
     with pytest.raises(ValueError, match=r"confidences\[2\]"):
         calibration([0.1, 0.2, 1.5], [0, 1, 1])

@@ -58,7 +58,8 @@ def relevancy(model, inputs: dict, target_token: int | None = None) -> dict:
         sequence = inputs["input_ids"].shape[1]
         relevance = torch.eye(sequence, dtype=torch.float64)
         for attention in attentions:
-            weighted = (attention.grad * attention.detach()).clamp(min=0).mean(dim=1)[0].double()  # (seq, seq)
+            # On the CPU in float64: a long propagation stays exact, and the maps are small.
+            weighted = (attention.grad * attention.detach()).clamp(min=0).mean(dim=1)[0].double().cpu()  # (seq, seq)
             relevance = relevance + weighted @ relevance
     model.zero_grad(set_to_none=True)
     model.train(was_training)

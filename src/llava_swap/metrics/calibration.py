@@ -46,13 +46,33 @@ def _optional(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
+def _equal_mass_bounds(sorted_conf: np.ndarray, n_bins: int) -> list[int]:
+    """Bin boundaries (positions in `sorted_conf`, from 0 to N) of the adaptive bins: `np.array_split`'s cuts, each
+    moved out of any group of tied confidences it falls in (see `calibration`); empty bins are dropped."""
+    total = len(sorted_conf)
+    base, extra = divmod(total, n_bins)
+    cuts = np.cumsum([base + 1] * extra + [base] * (n_bins - extra))[:-1]
+    bounds = {0, total}
+    for cut in cuts.tolist():
+        if 0 < cut < total and sorted_conf[cut - 1] == sorted_conf[cut]:  # the cut splits a tie: move it out
+            low = int(np.searchsorted(sorted_conf, sorted_conf[cut], side="left"))
+            high = int(np.searchsorted(sorted_conf, sorted_conf[cut], side="right"))
+            cut = low if cut - low < high - cut else high
+        bounds.add(int(cut))
+    return sorted(bounds)
+
+
 def calibration(confidences: Sequence[float], correct: Sequence[int | bool], n_bins: int = 15) -> dict[str, Any]:
     """Calibration of confidences (in [0, 1]) against correctness (0/1 or bools).
 
     ece: sum over `n_bins` equal-width bins of (bin count / N) * |bin accuracy - bin mean confidence|; bin i covers
     (i/n, (i+1)/n], the first also 0 (edges as `np.linspace(0, 1, n + 1)`).
-    adaptive_ece: the same over equal-mass bins: answers sorted by confidence (stable), cut into `n_bins` runs whose
-    sizes differ by at most one (larger first, as `np.array_split`); empty runs (N < n_bins) are skipped.
+    adaptive_ece: the same over equal-mass bins: answers sorted by confidence, cut into `n_bins` runs whose sizes
+    differ by at most one (larger first, as `np.array_split`); empty runs (N < n_bins) are skipped. A cut never
+    splits answers of equal confidence: a cut that falls inside a group of tied confidences moves to the nearer end
+    of that group (to its upper end when both are equal, so the group joins the lower bin), and cuts that then
+    coincide merge, leaving fewer, larger bins. Bins therefore depend only on the confidence values, never on the
+    order of the answers: any permutation gives exactly the same adaptive_ece; without ties the cuts are unchanged.
     brier: mean of (confidence - correct)^2.
     bins: the equal-width bins, empty ones included, as {"lower", "upper", "count", "confidence" (mean),
     "accuracy" (mean), "gap" (confidence - accuracy: positive is over-confident)}; means are None for empty bins.
@@ -88,10 +108,15 @@ def calibration(confidences: Sequence[float], correct: Sequence[int | bool], n_b
         )
 
     order = np.argsort(conf, kind="stable")
+    sorted_conf, sorted_hits = conf[order], hits[order]
     adaptive_ece = 0.0
-    for run in np.array_split(order, n_bins):
-        if len(run):
-            adaptive_ece += len(run) / total * abs(float(hits[run].mean()) - float(conf[run].mean()))
+    bounds = _equal_mass_bounds(sorted_conf, n_bins)
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        # Within a bin, sorted_conf is the same sequence for any input order (ties are equal values) and the hits
+        # are 0/1, so both sums, and hence the result, are exactly order-independent.
+        count = stop - start
+        mean_acc, mean_conf = float(sorted_hits[start:stop].sum()) / count, float(sorted_conf[start:stop].mean())
+        adaptive_ece += count / total * abs(mean_acc - mean_conf)
 
     brier = float(np.mean((conf - hits) ** 2))
     return {"ece": float(ece), "adaptive_ece": float(adaptive_ece), "brier": brier, "bins": bins}

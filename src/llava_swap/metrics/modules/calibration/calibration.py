@@ -14,9 +14,10 @@ _DESCRIPTION = """\
 Calibration of a model's confidences against whether its answers were right. ece: expected calibration error over
 equal-width confidence bins (bin i covers (i/n, (i+1)/n], the first also 0): the bin-size-weighted mean of
 |accuracy - mean confidence|. adaptive_ece: the same over equal-mass bins (answers sorted by confidence, bins of equal
-size as far as possible). brier: mean squared difference between confidence and correctness (0/1). bins: the
-equal-width bins (lower, upper, count, confidence, accuracy, gap = confidence - accuracy; None means for empty bins),
-the table behind a reliability diagram.
+size as far as possible, never splitting answers of equal confidence, so the order of the answers does not matter).
+brier: mean squared difference between confidence and correctness (0/1). bins: the equal-width bins (lower, upper,
+count, confidence, accuracy, gap = confidence - accuracy; None means for empty bins), the table behind a reliability
+diagram.
 """
 
 _KWARGS_DESCRIPTION = """\
