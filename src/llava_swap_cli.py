@@ -159,8 +159,18 @@ def make_parser() -> argparse.ArgumentParser:
     generate_parser.set_defaults(command="generate_data")
 
     study_parser = _subcommand(commands, "study", "train and compare several backbones under one manifest")
-    study_parser.add_argument("--config", default=None, help="study manifest YAML; default: tiny LLaMA-1/2/3")
+    study_parser.add_argument(
+        "--config", default=None, help="study manifest YAML; default: tiny LLaMA-1/2/3, seeds 0 1 2"
+    )
     study_parser.add_argument("--out", default=None, help="study folder (default: the manifest's, outputs/study)")
+    study_parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="SEED",
+        help="training seeds, instead of the manifest's (every variant runs once per seed; the data seed stays)",
+    )
 
     analyze_parser = _subcommand(commands, "analyze", "rebuild a study's report from its stored records")
     analyze_parser.add_argument("--study", required=True, help="the study folder")

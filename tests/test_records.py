@@ -50,9 +50,11 @@ def test_evaluation_record_lines_name_what_is_missing():
 
 def test_study_layout_places_each_file_under_its_variant_and_task(tmp_path):
     layout = StudyLayout(tmp_path)
-    evaluation = layout.task_eval("llama3", "vqa_scene")
-    assert evaluation.predictions == tmp_path / "variants" / "llama3" / "eval" / "vqa_scene" / "predictions.jsonl"
-    assert evaluation.folder.parent.parent == layout.variant("llama3")
+    evaluation = layout.task_eval("llama3", "vqa_scene", 2)
+    run = tmp_path / "variants" / "llama3" / "seed-2"
+    assert evaluation.predictions == run / "eval" / "vqa_scene" / "predictions.jsonl"
+    assert evaluation.folder.parent.parent == layout.variant("llama3", 2) == run
+    assert layout.variant_root("llama3") == run.parent
     assert {layout.manifest.name, layout.results.name, layout.report.name} == {
         "manifest.json",
         "results.json",

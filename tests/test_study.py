@@ -1,4 +1,5 @@
-"""The controlled study: one manifest, several backbones, restartable; its report rebuilt from stored records."""
+"""The controlled study: one manifest, several backbones, each trained with several seeds, restartable; its report
+rebuilt from stored records, with findings only where every seed agrees."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def quick_study(out) -> dict:
     return {
         "name": "quick",
         "output_dir": str(out),
+        "seeds": [0, 1],
+        "data_seed": 0,
         "train_per_task": 16,
         "test_per_task": 8,
         "pretrain_examples": 16,
@@ -46,6 +49,10 @@ def quick_study(out) -> dict:
     }
 
 
+VARIANTS = {"llama2", "llama3", "llama3-no-pretrain"}
+PAIRS = {"llama2 - llama3", "llama2 - llama3-no-pretrain", "llama3 - llama3-no-pretrain"}
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "quick"
@@ -53,24 +60,56 @@ def study(tmp_path_factory):
     return out, status
 
 
-def test_study_writes_every_section_plot_and_number(study):
+def test_study_trains_every_variant_with_every_seed_in_its_own_folder(study):
+    from llava_swap.records import StudyLayout
+
     out, status = study
-    assert status == {"llama2": "trained", "llama3": "trained", "llama3-no-pretrain": "trained"}
+    assert status == {name: {0: "trained", 1: "trained"} for name in ("llama2", "llama3", "llama3-no-pretrain")}
+    layout = StudyLayout(out)
+    for name in VARIANTS:
+        assert sorted(path.name for path in layout.variant_root(name).iterdir()) == ["seed-0", "seed-1"]
+        for seed in (0, 1):
+            done = json.loads((layout.variant(name, seed) / "variant.json").read_text())
+            assert done["seed"] == seed and done["train"]["recipe"]["seed"] == seed
+            assert layout.task_eval(name, "vqa_scene", seed).predictions.exists()
+    # One set of data for both seeds: the runs differ in their training seed only.
+    assert json.loads(layout.manifest.read_text())["data_seed"] == 0
+    assert len(list(layout.data.glob("*/test.json"))) == 3
+    first, second = (layout.task_eval("llama3", "vqa_scene", seed).predictions.read_text() for seed in (0, 1))
+    assert [json.loads(line)["id"] for line in first.splitlines()] == [
+        json.loads(line)["id"] for line in second.splitlines()
+    ]
+
+
+def test_study_writes_every_section_plot_and_number(study):
+    out, _ = study
     report = (out / "report.md").read_text()
     positions = [report.index(section) for section in SECTIONS]
     assert positions == sorted(positions)
     assert {p.name for p in (out / "plots").glob("*.png")} == PLOTS
     assert all((out / "plots" / name).stat().st_size > 10_000 for name in PLOTS)
     results = json.loads((out / "results.json").read_text())
-    vqa = results["tasks"]["vqa_scene"]
-    assert set(vqa["score"]) == {"llama2", "llama3", "llama3-no-pretrain"}
+    assert results["seeds"] == [0, 1]
+    task = results["tasks"]["vqa_scene"]
+    assert set(task["per_seed"]) == {"0", "1"}
+    vqa = task["per_seed"]["0"]
+    assert set(vqa["score"]) == VARIANTS
     assert {"estimate", "low", "high"} <= set(vqa["score"]["llama3"])
-    assert set(vqa["differences"]) == {"llama2 - llama3", "llama2 - llama3-no-pretrain", "llama3 - llama3-no-pretrain"}
-    assert results["comparisons"] == {"family": "every pairwise difference of every task", "size": 9, "method": "Holm"}
-    for diff in vqa["differences"].values():  # correct/incorrect items: exact McNemar, Holm never below the raw p
-        assert diff["test"] == "exact McNemar" and 1.0 >= diff["p_adjusted"] >= diff["p_value"]
+    assert set(vqa["differences"]) == PAIRS
+    # One Holm family: 3 pairs x 3 tasks x 2 seeds.
+    assert {key: results["comparisons"][key] for key in ("size", "pairs", "tasks", "seeds", "method")} == {
+        "size": 18,
+        "pairs": 3,
+        "tasks": 3,
+        "seeds": 2,
+        "method": "Holm",
+    }
+    for seed in ("0", "1"):
+        for diff in task["per_seed"][seed]["differences"].values():  # 0/1 items: exact McNemar, Holm >= raw p
+            assert diff["test"] == "exact McNemar" and 1.0 >= diff["p_adjusted"] >= diff["p_value"]
     assert set(vqa["ece_interval"]) == set(vqa["calibration"]) and "item score is at least 0.5" in report
-    assert "p = 0.000" not in report and "adjusted p = " in report and "Caveat: one training run" in report
+    assert "p = 0.000" not in report and "adjusted p per seed" in report and "Holm-adjusted p = " in report
+    assert "Caveat: one training run" not in report  # two seeds
     assert sum(vqa["agreement"]["upset"].values()) == 8
     assert len(vqa["representations"]["stability"]["llama3"]) == 3  # embeddings + 2 layers
     assert vqa["representations"]["measure"] == "debiased linear CKA"
@@ -81,12 +120,43 @@ def test_study_writes_every_section_plot_and_number(study):
     within = vqa["representations"]["within"]["llama2"]
     assert len(within) == 3
     assert all(abs(within[i][i] - 1.0) < 1e-9 for i in range(len(within)))
-    assert set(results["ablations"]["connector pretraining"]) == {
-        "vqa_scene",
-        "seismic_description",
-        "seismic_coordinates",
-    }
-    assert set(results["tasks"]["seismic_coordinates"]["parse_rate"]) == {"llama2", "llama3", "llama3-no-pretrain"}
+    tasks = {"vqa_scene", "seismic_description", "seismic_coordinates"}
+    ablations = results["ablations"]
+    assert set(ablations["per_seed"]) == {"0", "1"}
+    assert set(ablations["per_seed"]["1"]["connector pretraining"]) == tasks
+    assert ablations["comparisons"]["size"] == 6  # 1 factor x 3 tasks x 2 seeds
+    assert set(ablations["across_seeds"]["connector pretraining"]) == tasks
+    assert set(results["tasks"]["seismic_coordinates"]["per_seed"]["1"]["parse_rate"]) == VARIANTS
+
+
+def test_results_summarise_every_statistic_over_seeds(study):
+    import statistics
+
+    out, _ = study
+    results = json.loads((out / "results.json").read_text())
+    task = results["tasks"]["vqa_scene"]
+    across = task["across_seeds"]
+    per_seed = [task["per_seed"][seed]["score"]["llama3"]["estimate"] for seed in ("0", "1")]
+    score = across["score"]["llama3"]
+    assert score["per_seed"] == {"0": per_seed[0], "1": per_seed[1]} and score["n"] == 2
+    assert score["mean"] == pytest.approx(statistics.fmean(per_seed))
+    assert score["sd"] == pytest.approx(statistics.stdev(per_seed))
+    assert (score["min"], score["max"]) == (min(per_seed), max(per_seed))
+    difference = across["differences"]["llama2 - llama3"]
+    assert set(difference["per_seed"]) == {"0", "1"} and difference["consistency"]["seeds"] == ["0", "1"]
+    assert isinstance(difference["consistency"]["holds"], bool)
+    assert set(across["kappa"]) == {"llama2 vs llama3", "llama2 vs llama3-no-pretrain", "llama3 vs llama3-no-pretrain"}
+    for key in ("ece", "adaptive_ece", "brier", "image_share"):
+        assert set(across[key]) == VARIANTS and set(across[key]["llama2"]["per_seed"]) == {"0", "1"}, key
+    assert len(across["stability"]["llama3"]) == 3 and len(across["cka_matched"]["llama2 vs llama3"]) == 5
+    assert set(results["tasks"]["seismic_coordinates"]["across_seeds"]["parse_rate"]) == VARIANTS
+    report = (out / "report.md").read_text()
+    assert (
+        "score per seed (0 / 1) [95% CI over items]" in report and "mean over seeds (between-seed SD, range)" in report
+    )
+    assert "all 18 differences of the study (3 pairs x 3 tasks x 2 seeds)" in report
+    assert f"(SD {score['sd']:.3f}, range {score['min']:.3f} to {score['max']:.3f})" in report
+    assert "Plots: training seed 0, the first of the study's 2" in report
 
 
 def test_rerun_reuses_finished_variants_and_gives_the_same_numbers(study):
@@ -94,7 +164,7 @@ def test_rerun_reuses_finished_variants_and_gives_the_same_numbers(study):
     before = json.loads((out / "results.json").read_text())
     (out / "results.json").unlink()  # so that the comparison below reads a file this rerun wrote
     status = run_study(StudyConfig.from_dict(quick_study(out)))
-    assert set(status.values()) == {"reused"}
+    assert {state for by_seed in status.values() for state in by_seed.values()} == {"reused"}
     after = json.loads((out / "results.json").read_text())
     assert after["tasks"] == before["tasks"] and after.get("ablations") == before.get("ablations")
 
@@ -120,13 +190,15 @@ def test_reordering_a_predictions_file_changes_nothing(study, tmp_path):
     out, _ = study
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    predictions = StudyLayout(copy).task_eval("llama2", "vqa_scene").predictions
+    predictions = StudyLayout(copy).task_eval("llama2", "vqa_scene", 1).predictions
     lines = predictions.read_text().splitlines()
     random.Random(0).shuffle(lines)
     predictions.write_text("\n".join(lines) + "\n")
-    before, after = analyse(out)["tasks"]["vqa_scene"], analyse(copy)["tasks"]["vqa_scene"]
+    before, after = analyse(out), analyse(copy)
     for key in ("score", "differences", "agreement", "calibration"):
-        assert after[key] == before[key], key
+        assert after["tasks"]["vqa_scene"]["per_seed"]["1"][key] == before["tasks"]["vqa_scene"]["per_seed"]["1"][key]
+    assert after["tasks"]["vqa_scene"]["across_seeds"] == before["tasks"]["vqa_scene"]["across_seeds"]
+    assert after["ablations"] == before["ablations"]
 
 
 def test_a_changed_entry_retrains_only_that_variant(study, tmp_path):
@@ -138,10 +210,127 @@ def test_a_changed_entry_retrains_only_that_variant(study, tmp_path):
     manifest = quick_study(copy)
     manifest["variants"][0]["language_model"] = "tiny:llama1"  # the "llama2" slot now holds a LLaMA-1-style LM
     status = run_study(StudyConfig.from_dict(manifest), analyze=False)
-    assert status == {"llama2": "trained", "llama3": "reused", "llama3-no-pretrain": "reused"}
+    assert status == {
+        "llama2": {0: "trained", 1: "trained"},
+        "llama3": {0: "reused", 1: "reused"},
+        "llama3-no-pretrain": {0: "reused", 1: "reused"},
+    }
 
 
-def test_manifest_errors():
+def test_an_added_seed_trains_only_the_new_runs(study, tmp_path, caplog):
+    import logging
+    import shutil
+
+    out, _ = study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    manifest = {**quick_study(copy), "seeds": [0, 1, 2], "ablations": {}}
+    manifest["variants"] = manifest["variants"][:2]
+    with caplog.at_level(logging.INFO, logger="llava_swap.study"):
+        status = run_study(StudyConfig.from_dict(manifest))
+    assert status == {name: {0: "reused", 1: "reused", 2: "trained"} for name in ("llama2", "llama3")}
+    assert "[study] llama3 seed 2 (run 6/6): training" in caplog.text
+    results = json.loads((copy / "results.json").read_text())
+    assert results["comparisons"]["size"] == 9  # 1 pair x 3 tasks x 3 seeds
+    assert set(results["tasks"]["vqa_scene"]["across_seeds"]["score"]["llama2"]["per_seed"]) == {"0", "1", "2"}
+    assert "(1 pair x 3 tasks x 3 seeds)" in (copy / "report.md").read_text()
+
+
+def test_a_single_seed_manifest_means_one_run_on_data_of_that_seed(tmp_path):
+    from llava_swap.study import variant_recipe
+
+    manifest = {key: value for key, value in quick_study(tmp_path).items() if key not in ("seeds", "data_seed")}
+    study = StudyConfig.from_dict({**manifest, "seed": 3})
+    assert (study.seeds, study.data_seed) == ([3], 3)
+    data = {"train": tmp_path / "t.json", "pretrain": tmp_path / "p.json"}
+    recipe = variant_recipe(study, study.variants[0], data, tmp_path, seed=3)
+    assert recipe.seed == 3 and recipe.output_dir == str(tmp_path / "variants" / "llama2" / "seed-3")
+    assert StudyConfig.from_dict({**manifest, "seed": 3, "data_seed": 5}).data_seed == 5
+    assert (StudyConfig.from_dict(manifest).seeds, StudyConfig.from_dict(manifest).data_seed) == ([0], 0)
+
+
+def test_the_default_study_runs_three_seeds_on_one_set_of_data():
+    from llava_swap.study import default_study
+
+    study = default_study()
+    assert (study.seeds, study.data_seed) == ([0, 1, 2], 0)
+
+
+def test_seed_manifest_errors():
+    manifest = quick_study("x")
+    with pytest.raises(ValueError, match=r"either `seed` .* or `seeds` .* not both"):
+        StudyConfig.from_dict({**manifest, "seed": 0})
+    with pytest.raises(ValueError, match=r"seeds must be unique; \[1\] repeated in \[0, 1, 1\]"):
+        StudyConfig.from_dict({**manifest, "seeds": [0, 1, 1]})
+    for bad in ([], 3, [0, "1"], [-1], [True]):
+        with pytest.raises(ValueError, match="seeds must be a non-empty list of non-negative integers"):
+            StudyConfig.from_dict({**manifest, "seeds": bad})
+    with pytest.raises(ValueError, match="data_seed must be a non-negative integer"):
+        StudyConfig.from_dict({**manifest, "data_seed": "0"})
+    with pytest.raises(ValueError, match=r"--seeds: seeds must be unique"):
+        StudyConfig.from_dict(manifest).with_seeds([2, 2])
+
+
+def test_the_study_command_takes_seeds(monkeypatch, tmp_path, capsys):
+    import llava_swap.study
+
+    seen = {}
+
+    def fake_run_study(config, out):
+        seen.update(seeds=config.seeds, data_seed=config.data_seed)
+        return {variant.name: dict.fromkeys(config.seeds, "reused") for variant in config.variants}
+
+    monkeypatch.setattr(llava_swap.study, "run_study", fake_run_study)
+    assert main(["study", "--seeds", "4", "5", "--out", str(tmp_path)]) == 0
+    assert seen == {"seeds": [4, 5], "data_seed": 0}
+    assert "llama1 seed 4 reused, llama1 seed 5 reused" in capsys.readouterr().out
+
+
+def _results(differences: dict[str, tuple[float, float]]) -> dict:
+    """A results dict with one task and two variants: per seed, the difference a - b and its adjusted p."""
+    per_seed = {
+        seed: {
+            "score": {"a": {"estimate": 0.5}, "b": {"estimate": 0.5 - estimate}},
+            "differences": {
+                "a - b": {
+                    "estimate": estimate,
+                    "low": estimate - 0.1,
+                    "high": estimate + 0.1,
+                    "p_value": p / 2,
+                    "p_adjusted": p,
+                }
+            },
+        }
+        for seed, (estimate, p) in differences.items()
+    }
+    seeds = [int(seed) for seed in differences]
+    return {
+        "manifest": {"seeds": seeds},
+        "comparisons": {"size": len(seeds)},
+        "tasks": {"vqa_scene": {"per_seed": per_seed}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("differences", "claimed", "said"),
+    [
+        ({"0": (0.3, 0.01), "1": (0.2, 0.02)}, True, "a scores higher than every other variant in every seed (0, 1)"),
+        ({"0": (-0.3, 0.01), "1": (-0.2, 0.001)}, True, "b scores higher than every other variant in every seed"),
+        ({"0": (0.3, 0.2), "1": (0.2, 0.02)}, False, "not claimed: a - b significant in seed 1 only (of 0, 1)"),
+        ({"0": (0.3, 0.01), "1": (-0.2, 0.02)}, False, "in opposite directions (seed 0 +, seed 1 -)"),
+        ({"0": (0.3, 0.2), "1": (0.2, 0.3)}, False, "no difference between variants survives the Holm correction"),
+        ({"0": (0.3, 0.01)}, True, "a scores higher than every other variant (after Holm correction)"),
+    ],
+)
+def test_a_finding_holds_only_in_every_seed_with_one_sign(differences, claimed, said):
+    from llava_swap.report import _findings
+
+    text = "\n".join(_findings(_results(differences), ["a", "b"]))
+    assert said in text
+    assert ("scores higher" in text) == claimed
+    assert ("differences that survive the correction" in text) == claimed
+    assert ("Caveat: one training run per variant (seed 0)" in text) == (len(differences) == 1)
+
     with pytest.raises(ValueError, match="at least two variants"):
         StudyConfig.from_dict({"variants": [{"name": "a", "language_model": "tiny:llama3"}]})
     manifest = quick_study("x")
@@ -187,7 +376,7 @@ def test_real_study_manifests_resolve(name, tmp_path):
     assert study.vision_model == "openai/clip-vit-large-patch14-336"
     data = {"train": tmp_path / "train.json", "pretrain": tmp_path / "pretrain.json"}
     for variant in study.variants:
-        recipe = variant_recipe(study, variant, data, tmp_path)
+        recipe = variant_recipe(study, variant, data, tmp_path, seed=0)
         stages = {stage.stage: stage for stage in recipe.stages}
         assert stages["finetune"].learning_rate == 2e-5 and stages["finetune"].global_batch_size == 128
         assert ("pretrain" in stages) == variant.pretrain
@@ -204,6 +393,28 @@ def test_budget_is_counted_in_examples(tmp_path):
     study = StudyConfig.from_dict({**quick_study(tmp_path), "pretrain_examples": 100, "finetune_examples": 256})
     study.recipe = {"per_device_train_batch_size": 8, "finetune": {"global_batch_size": 64}}
     data = {"train": tmp_path / "t.json", "pretrain": tmp_path / "p.json"}
-    stages = {s.stage: s for s in variant_recipe(study, study.variants[0], data, tmp_path).stages}
+    stages = {s.stage: s for s in variant_recipe(study, study.variants[0], data, tmp_path, seed=0).stages}
     assert stages["pretrain"].max_steps == 13  # ceil(100 / 8)
     assert stages["finetune"].max_steps == 4  # 256 / 64
+
+
+@pytest.mark.parametrize(
+    ("effects", "said"),
+    [
+        ({"0": (-0.2, 0.01), "1": (-0.1, 0.03)}, "gives the correct answer a lower probability on vqa_scene in every"),
+        ({"0": (-0.2, 0.01), "1": (-0.1, 0.3)}, "significant in seed 0 only (of 0, 1); not consistent across seeds"),
+    ],
+)
+def test_an_ablation_effect_is_claimed_only_in_every_seed(effects, said):
+    from llava_swap.report import _findings
+
+    results = _results({seed: (0.0, 1.0) for seed in effects})
+    results["manifest"].update(baseline="b", ablations={"connector pretraining": "a"})
+    results["ablations"] = {
+        "per_seed": {
+            seed: {"connector pretraining": {"vqa_scene": {"estimate": estimate, "p_adjusted": p}}}
+            for seed, (estimate, p) in effects.items()
+        }
+    }
+    text = "\n".join(_findings(results, ["a", "b"]))
+    assert "a (the connector pretraining ablation of b)" in text and said in text

@@ -212,9 +212,12 @@ def study(args: argparse.Namespace) -> int:
     from .study import StudyConfig, default_study, run_study
 
     config = StudyConfig.from_yaml(args.config) if args.config else default_study()
+    if args.seeds is not None:
+        config = config.with_seeds(args.seeds)
     out = args.out or config.output_dir
     status = run_study(config, out)
-    print("variants: " + ", ".join(f"{name} {state}" for name, state in status.items()))
+    runs = [f"{name} seed {seed} {state}" for name, by_seed in status.items() for seed, state in by_seed.items()]
+    print("runs: " + ", ".join(runs))
     print(f"report: {Path(out) / 'report.md'} (numbers in results.json, plots in plots/)")
     return 0
 

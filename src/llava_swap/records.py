@@ -129,7 +129,7 @@ def _known(cls, values: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class TaskEvalLayout:
-    """One variant's evaluation of one task: the per-item records and what the analyses read."""
+    """One training run's evaluation of one task: the per-item records and what the analyses read."""
 
     folder: Path
 
@@ -160,7 +160,8 @@ class TaskEvalLayout:
 
 @dataclass(frozen=True)
 class StudyLayout:
-    """A study folder: the manifest, shared data and feature cache, one folder per variant, the report."""
+    """A study folder: the manifest, shared data and feature cache, one folder per variant and training seed
+    (`variants/<name>/seed-<seed>/`), the report."""
 
     root: Path
 
@@ -176,7 +177,7 @@ class StudyLayout:
         return self.root / "data"
 
     @property
-    def feature_cache(self) -> Path:  # one for every variant: they share the vision encoder
+    def feature_cache(self) -> Path:  # one for every variant and seed: features are keyed by the encoder's weights
         return self.root / "feature_cache"
 
     @property
@@ -191,12 +192,16 @@ class StudyLayout:
     def plots(self) -> Path:
         return self.root / "plots"
 
-    def variant(self, name: str) -> Path:
-        """The variant's training output: its model, stages and `train_summary.json`."""
+    def variant_root(self, name: str) -> Path:
+        """Every training run of one variant, a folder per seed."""
         return self.root / "variants" / name
 
-    def task_eval(self, variant: str, task: str) -> TaskEvalLayout:
-        return TaskEvalLayout.for_variant(self.variant(variant), task)
+    def variant(self, name: str, seed: int) -> Path:
+        """One training run, the variant trained with `seed`: its model, stages, `train_summary.json` and `eval/`."""
+        return self.variant_root(name) / f"seed-{seed}"
+
+    def task_eval(self, variant: str, task: str, seed: int) -> TaskEvalLayout:
+        return TaskEvalLayout.for_variant(self.variant(variant, seed), task)
 
 
 __all__ = ["EvaluationRecord", "StageSummary", "StudyLayout", "TaskEvalLayout", "TrainingSummary"]

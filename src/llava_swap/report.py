@@ -1,17 +1,39 @@
 """The study report: every analysis computed from stored records alone, as `results.json`, `report.md` and plots.
 
-Inputs are what `study.run_study` stored per variant and task (`predictions.jsonl`, pooled hidden states, relevancy
-maps); nothing is retrained or regenerated, so `llava-swap analyze --study DIR` rebuilds the same report any time.
-Every headline number carries a 95% interval (Wilson for accuracies, bootstrap otherwise), and every difference
-between variants an interval, a test suited to its scores (exact McNemar for correct/incorrect, a paired permutation
-test otherwise) and a Holm-adjusted p-value over all the study's comparisons; findings state only what survives it.
-Variants are paired item by item by record id, never by line order.
+Inputs are what `study.run_study` stored per variant, training seed and task (`predictions.jsonl`, pooled hidden
+states, relevancy maps); nothing is retrained or regenerated, so `llava-swap analyze --study DIR` rebuilds the same
+report any time.
+
+Every analysis runs once per training seed, on that seed's runs. Each headline number carries a 95% interval over
+items (Wilson for accuracies, bootstrap otherwise), and every difference between variants an interval and a test
+suited to its scores (exact McNemar for correct/incorrect, a paired permutation test otherwise); variants are paired
+item by item by record id, never by line order. One Holm correction covers the whole family: every pair of variants
+on every task in every seed (ablation effects: every factor on every task in every seed). Over the seeds each
+statistic gets its mean, between-seed SD and range (`analysis.seeds.spread`), so the variance between training runs
+shows beside the sampling of items. A finding ("A scores higher than B", a "best" variant, an ablation effect) is
+stated only where it holds across seeds: the Holm-adjusted p below 0.05 in every seed, with the same sign
+(`analysis.seeds.consistency`); a difference found in some seeds only is reported as not consistent across seeds.
+
+results.json (seeds are string keys):
+- "manifest", "seeds";
+- "tasks": {task: {"per_seed": {seed: {"metrics", "score", "differences", "agreement", "calibration",
+  "ece_interval", "representations", "relevancy", "parse_rate" (structured tasks)}}, "across_seeds": {"score",
+  "differences" (with "consistency"), "kappa", "phi", "ece", "adaptive_ece", "brier", "image_share", "stability",
+  "stability_baseline_p95", "cka_matched", "cka_matched_baseline_p95", "parse_rate"}}}, each across-seed entry a
+  `Spread` (per_seed, mean, sd, min, max, n);
+- "comparisons": the Holm family (size, pairs, tasks, seeds);
+- "ablations" (where the manifest has some): {"per_seed": {seed: {factor: {task: effect}}}, "across_seeds",
+  "comparisons"};
+- "plots": the files under plots/ (drawn from the first training seed).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
+import statistics
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +50,42 @@ from .analysis.inference import (
     statistic_interval,
 )
 from .analysis.representations import cka_baseline, cka_matrix, debiased_cka, relative_depth_pairs
+from .analysis.seeds import ALPHA, Consistency, consistency, spread
 from .evaluation import read_predictions
 from .metrics import calibration
 from .records import EvaluationRecord, StudyLayout
 from .tasks import get_task
 
+Records = dict[str, dict[str, list[EvaluationRecord]]]  # task -> variant -> records, aligned by item id
 
-def _load(study_dir: Path) -> tuple[dict, dict[str, dict[str, list[EvaluationRecord]]]]:
-    layout = StudyLayout(study_dir)
+
+def _manifest(layout: StudyLayout) -> dict[str, Any]:
     manifest = json.loads(layout.manifest.read_text())
-    records: dict[str, dict[str, list[EvaluationRecord]]] = {}
+    if "seeds" not in manifest:
+        raise ValueError(
+            f"{layout.manifest} is from before training seeds were a study axis (one `seed`, runs in "
+            "variants/<name>/): run `llava-swap study` on this folder again to train its runs under "
+            "variants/<name>/seed-<seed>/."
+        )
+    return manifest
+
+
+def _variants(manifest: dict[str, Any]) -> list[str]:
+    return [variant["name"] for variant in manifest["variants"]]
+
+
+def _records(layout: StudyLayout, manifest: dict[str, Any], seed: int) -> Records:
+    """One training seed's evaluation records, per task and variant, aligned by item id."""
+    records: Records = {}
     for task in manifest["tasks"]:
-        records[task] = {}
-        for variant in manifest["variants"]:
-            path = layout.task_eval(variant["name"], task).predictions
+        by_variant = {}
+        for name in _variants(manifest):
+            path = layout.task_eval(name, task, seed).predictions
             if not path.exists():
                 raise FileNotFoundError(f"{path} is missing: run the study (llava-swap study) before analysing it.")
-            records[task][variant["name"]] = read_predictions(path)
-    return manifest, records
+            by_variant[name] = read_predictions(path)
+        records[task] = _aligned(f"{task}, seed {seed}", by_variant)
+    return records
 
 
 def _layers(path: Path) -> list[np.ndarray]:
@@ -55,93 +95,209 @@ def _layers(path: Path) -> list[np.ndarray]:
 
 def analyse(study_dir: str | Path) -> dict[str, Any]:
     """All analyses of a finished study, as one JSON-serialisable dict (what results.json holds)."""
-    study_dir = Path(study_dir)
-    manifest, records = _load(study_dir)
-    variants = [variant["name"] for variant in manifest["variants"]]
-    results: dict[str, Any] = {"manifest": manifest, "tasks": {}}
-    for task, by_variant in records.items():
-        metrics = {
-            name: json.loads(StudyLayout(study_dir).task_eval(name, task).metrics.read_text())["metrics"]
-            for name in variants
+    layout = StudyLayout(study_dir)
+    manifest = _manifest(layout)
+    seeds = [str(seed) for seed in manifest["seeds"]]
+    records = {seed: _records(layout, manifest, int(seed)) for seed in seeds}
+    tasks = {
+        task: {
+            "per_seed": {seed: _analyse_task(layout, manifest, task, int(seed), records[seed][task]) for seed in seeds}
         }
-        by_variant = _aligned(task, by_variant)
-        scores = {name: [r.score for r in by_variant[name]] for name in variants}
-        task_result: dict[str, Any] = {
-            "metrics": metrics,
-            "score": {name: mean_interval(scores[name], seed=manifest["seed"]) for name in variants},
-            "differences": {
-                f"{a} - {b}": compare_paired(scores[a], scores[b], seed=manifest["seed"])
-                for a, b in itertools.combinations(variants, 2)
-            },
-            "agreement": agreement_report({name: [r.to_dict() for r in rs] for name, rs in by_variant.items()}),
-            "calibration": {
-                name: calibration([r.confidence for r in by_variant[name]], [r.correct for r in by_variant[name]])
-                for name in variants
-            },
-            "ece_interval": {
-                name: statistic_interval(
-                    ([r.confidence for r in by_variant[name]], [r.correct for r in by_variant[name]]),
-                    lambda confidence, correct: calibration(confidence, correct)["ece"],
-                    seed=manifest["seed"],
-                )
-                for name in variants
-            },
-            "representations": _representations(study_dir, task, variants),
-            "relevancy": _relevancy(study_dir, task, variants),
-        }
-        if get_task(task).structured_output:
-            task_result["parse_rate"] = {
-                name: mean_interval([float(r.parsed is not None) for r in by_variant[name]], seed=manifest["seed"])
-                for name in variants
-            }
-        results["tasks"][task] = task_result
-    # One family: every pairwise difference of every task (what the findings may call a difference).
-    adjusted = holm(
-        {
-            (task, pair): diff["p_value"]
-            for task, result in results["tasks"].items()
-            for pair, diff in result["differences"].items()
-        }
-    )
-    for (task, pair), p_adjusted in adjusted.items():
-        results["tasks"][task]["differences"][pair]["p_adjusted"] = p_adjusted
-    results["comparisons"] = {
-        "family": "every pairwise difference of every task",
-        "size": len(adjusted),
-        "method": "Holm",
+        for task in manifest["tasks"]
     }
+    # One family: every pairwise difference of every task in every seed (what the findings may call a difference).
+    size = _holm_in_place(
+        diff
+        for result in tasks.values()
+        for per_seed in result["per_seed"].values()
+        for diff in per_seed["differences"].values()
+    )
+    pairs = math.comb(len(manifest["variants"]), 2)
+    results: dict[str, Any] = {
+        "manifest": manifest,
+        "seeds": manifest["seeds"],
+        "tasks": tasks,
+        "comparisons": {
+            "family": "every pairwise difference of every task in every training seed",
+            "size": size,
+            "pairs": pairs,
+            "tasks": len(tasks),
+            "seeds": len(seeds),
+            "method": "Holm",
+            "alpha": ALPHA,
+            "rule": "a difference is stated only where its adjusted p is below alpha in every seed, with one sign",
+        },
+    }
+    for result in tasks.values():
+        result["across_seeds"] = _across_seeds(result["per_seed"])
     if manifest.get("ablations"):
-        probabilities = {
-            name: {task: [r.prob_correct for r in records[task][name]] for task in records} for name in variants
-        }
-        results["ablations"] = ablation_effects(
-            probabilities, manifest["baseline"], manifest["ablations"], seed=manifest["seed"]
-        )
+        results["ablations"] = _ablations(manifest, records)
     return results
 
 
-def _aligned(task: str, by_variant: dict[str, list[EvaluationRecord]]) -> dict[str, list[EvaluationRecord]]:
-    """Each variant's records in one item order (the first variant's), matched by record id: reordering a
-    predictions file changes nothing, and a variant missing an item is an error naming it."""
+def _analyse_task(
+    layout: StudyLayout, manifest: dict[str, Any], task: str, seed: int, by_variant: dict[str, list[EvaluationRecord]]
+) -> dict[str, Any]:
+    """Every analysis of one task on one training seed's runs. Resampling uses the data seed, the same for every
+    training seed."""
+    variants = _variants(manifest)
+    resampling = manifest["data_seed"]
+    scores = {name: [r.score for r in by_variant[name]] for name in variants}
+    result: dict[str, Any] = {
+        "metrics": {
+            name: json.loads(layout.task_eval(name, task, seed).metrics.read_text())["metrics"] for name in variants
+        },
+        "score": {name: mean_interval(scores[name], seed=resampling) for name in variants},
+        "differences": {
+            f"{a} - {b}": compare_paired(scores[a], scores[b], seed=resampling)
+            for a, b in itertools.combinations(variants, 2)
+        },
+        "agreement": agreement_report({name: [r.to_dict() for r in rs] for name, rs in by_variant.items()}),
+        "calibration": {
+            name: calibration([r.confidence for r in by_variant[name]], [r.correct for r in by_variant[name]])
+            for name in variants
+        },
+        "ece_interval": {
+            name: statistic_interval(
+                ([r.confidence for r in by_variant[name]], [r.correct for r in by_variant[name]]),
+                lambda confidence, correct: calibration(confidence, correct)["ece"],
+                seed=resampling,
+            )
+            for name in variants
+        },
+        "representations": _representations(layout, task, seed, variants),
+        "relevancy": _relevancy(layout, task, seed, variants),
+    }
+    if get_task(task).structured_output:
+        result["parse_rate"] = {
+            name: mean_interval([float(r.parsed is not None) for r in by_variant[name]], seed=resampling)
+            for name in variants
+        }
+    return result
+
+
+def _holm_in_place(comparisons: Iterable[dict[str, Any]]) -> int:
+    """Holm over one family of comparisons, each given its `p_adjusted`; returns the family's size."""
+    family = list(comparisons)
+    adjusted = holm({index: comparison["p_value"] for index, comparison in enumerate(family)})
+    for index, comparison in enumerate(family):
+        comparison["p_adjusted"] = adjusted[index]
+    return len(family)
+
+
+def _at(value: Any, keys: Sequence[str | int]) -> Any:
+    for key in keys:
+        value = value[key]
+    return value
+
+
+def _over_seeds(per_seed: dict[str, Any], *keys: str | int) -> dict[str, Any]:
+    """The spread over seeds of the value at `per_seed[seed][keys[0]][keys[1]]...`."""
+    return spread({seed: _at(result, keys) for seed, result in per_seed.items()}).to_dict()
+
+
+def _compared_over_seeds(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One comparison (a pair's difference, a factor's effect) over seeds: the spread of its estimate and whether it
+    holds in every seed."""
+    return {**_over_seeds(per_seed, "estimate"), "consistency": consistency(per_seed).to_dict()}
+
+
+def _across_seeds(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A task's statistics summarised over the training seeds."""
+    first = next(iter(per_seed.values()))
+    variants = list(first["score"])
+    representations = first["representations"]
+    summary: dict[str, Any] = {
+        "score": {name: _over_seeds(per_seed, "score", name, "estimate") for name in variants},
+        "differences": {
+            pair: _compared_over_seeds({seed: result["differences"][pair] for seed, result in per_seed.items()})
+            for pair in first["differences"]
+        },
+        **{
+            measure: {
+                pair: _over_seeds(per_seed, "agreement", "pairs", pair, measure) for pair in first["agreement"]["pairs"]
+            }
+            for measure in ("kappa", "phi")
+        },
+        **{
+            measure: {name: _over_seeds(per_seed, "calibration", name, measure) for name in variants}
+            for measure in ("ece", "adaptive_ece", "brier")
+        },
+        "image_share": {name: _over_seeds(per_seed, "relevancy", name, "image_share") for name in variants},
+        **{
+            measure: {
+                name: [_over_seeds(per_seed, "representations", measure, name, layer) for layer in range(len(values))]
+                for name, values in representations[measure].items()
+            }
+            for measure in ("stability", "stability_baseline_p95")
+        },
+        **{
+            f"cka_matched{suffix}": {
+                pair: [
+                    _over_seeds(per_seed, "representations", "between_matched_depths", pair, cell, key)
+                    for cell in range(len(cells))
+                ]
+                for pair, cells in representations["between_matched_depths"].items()
+            }
+            for suffix, key in (("", "cka"), ("_baseline_p95", "baseline_p95"))
+        },
+    }
+    if "parse_rate" in first:
+        summary["parse_rate"] = {name: _over_seeds(per_seed, "parse_rate", name, "estimate") for name in variants}
+    return summary
+
+
+def _ablations(manifest: dict[str, Any], records: dict[str, Records]) -> dict[str, Any]:
+    """Ablation effects per training seed, Holm-adjusted over every factor and task in every seed, and over seeds."""
+    variants = _variants(manifest)
+    per_seed = {}
+    for seed, by_task in records.items():
+        probabilities = {
+            name: {task: [r.prob_correct for r in by_task[task][name]] for task in by_task} for name in variants
+        }
+        per_seed[seed] = ablation_effects(
+            probabilities, manifest["baseline"], manifest["ablations"], seed=manifest["data_seed"]
+        )
+    size = _holm_in_place(
+        effect for effects in per_seed.values() for by_task in effects.values() for effect in by_task.values()
+    )
+    first = next(iter(per_seed.values()))
+    across = {
+        factor: {
+            task: _compared_over_seeds({seed: effects[factor][task] for seed, effects in per_seed.items()})
+            for task in by_task
+        }
+        for factor, by_task in first.items()
+    }
+    return {
+        "per_seed": per_seed,
+        "across_seeds": across,
+        "comparisons": {"family": "every factor on every task in every training seed", "size": size, "method": "Holm"},
+    }
+
+
+def _aligned(where: str, by_variant: dict[str, list[EvaluationRecord]]) -> dict[str, list[EvaluationRecord]]:
+    """Each variant's records in one item order, sorted by record id, matched by id: reordering a predictions file
+    changes nothing, not even a resampled interval, and a variant missing an item is an error naming it."""
     names = list(by_variant)
-    order = [record.id for record in by_variant[names[0]]]
+    order = sorted(record.id for record in by_variant[names[0]])
     aligned = {}
     for name in names:
         by_id = {record.id: record for record in by_variant[name]}
         if len(by_id) != len(by_variant[name]) or set(by_id) != set(order):
             missing = sorted(set(order) ^ set(by_id))[:5]
             raise ValueError(
-                f"{task}: variant {name!r} was not evaluated on the same items as {names[0]!r} (differing ids: "
+                f"{where}: variant {name!r} was not evaluated on the same items as {names[0]!r} (differing ids: "
                 f"{missing}, or a repeated id); rerun its evaluation."
             )
         aligned[name] = [by_id[item] for item in order]
     return aligned
 
 
-def _representations(study_dir: Path, task: str, variants: list[str]) -> dict[str, Any]:
+def _representations(layout: StudyLayout, task: str, seed: int, variants: list[str]) -> dict[str, Any]:
     """Debiased CKA within and between backbones and under perturbed images, each beside its shuffled-rows baseline
     (the 95th percentile of CKA once the inputs no longer correspond)."""
-    evals = {name: StudyLayout(study_dir).task_eval(name, task) for name in variants}
+    evals = {name: layout.task_eval(name, task, seed) for name in variants}
     layers = {name: _layers(evals[name].hidden_states) for name in variants}
     perturbed = {name: _layers(evals[name].hidden_states_perturbed) for name in variants}
     matched = {}
@@ -172,10 +328,10 @@ def _representations(study_dir: Path, task: str, variants: list[str]) -> dict[st
     }
 
 
-def _relevancy(study_dir: Path, task: str, variants: list[str]) -> dict[str, Any]:
+def _relevancy(layout: StudyLayout, task: str, seed: int, variants: list[str]) -> dict[str, Any]:
     out = {}
     for name in variants:
-        maps = json.loads(StudyLayout(study_dir).task_eval(name, task).relevancy.read_text())
+        maps = json.loads(layout.task_eval(name, task, seed).relevancy.read_text())
         shares = [item["image_share"] for item in maps]
         out[name] = {"image_share": float(np.mean(shares)) if shares else None, "examples": len(maps)}
     return out
@@ -186,6 +342,7 @@ def _relevancy(study_dir: Path, task: str, variants: list[str]) -> dict[str, Any
 
 
 def _plots(study_dir: Path, results: dict[str, Any]) -> dict[str, str]:
+    """The plots of the first training seed (the report's tables give every seed)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on servers and CI
@@ -193,16 +350,18 @@ def _plots(study_dir: Path, results: dict[str, Any]) -> dict[str, str]:
 
     folder = StudyLayout(study_dir).plots
     folder.mkdir(exist_ok=True)
-    tasks = list(results["tasks"])
-    variants = [v["name"] for v in results["manifest"]["variants"]]
+    seed = str(results["seeds"][0])
+    by_task = {task: result["per_seed"][seed] for task, result in results["tasks"].items()}
+    tasks = list(by_task)
+    variants = _variants(results["manifest"])
     files: dict[str, str] = {}
 
     figure, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4), squeeze=False)
     for axis, task in zip(axes[0], tasks, strict=True):
         axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
         for name in variants:
-            bins = [b for b in results["tasks"][task]["calibration"][name]["bins"] if b["count"]]
-            ece = results["tasks"][task]["calibration"][name]["ece"]
+            bins = [b for b in by_task[task]["calibration"][name]["bins"] if b["count"]]
+            ece = by_task[task]["calibration"][name]["ece"]
             axis.plot(
                 [b["confidence"] for b in bins],
                 [b["accuracy"] for b in bins],
@@ -210,7 +369,7 @@ def _plots(study_dir: Path, results: dict[str, Any]) -> dict[str, str]:
                 label=f"{name} (ECE {ece:.3f})",
             )
         axis.set(
-            title=f"Reliability: {task}",
+            title=f"Reliability: {task} (seed {seed})",
             xlabel="confidence (answer tokens)",
             ylabel="accuracy",
             xlim=(0, 1),
@@ -221,33 +380,36 @@ def _plots(study_dir: Path, results: dict[str, Any]) -> dict[str, str]:
 
     figure, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4), squeeze=False)
     for axis, task in zip(axes[0], tasks, strict=True):
-        upset = results["tasks"][task]["agreement"]["upset"]
+        upset = by_task[task]["agreement"]["upset"]
         labels = sorted(upset, key=lambda key: (-upset[key], key))
         axis.bar(range(len(labels)), [upset[label] for label in labels], color="tab:blue")
         axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
-        axis.set(title=f"Who solves which items: {task}", ylabel="items solved by exactly this set")
+        axis.set(title=f"Who solves which items: {task} (seed {seed})", ylabel="items solved by exactly this set")
     files["agreement"] = _save(figure, folder / "agreement.png")
 
-    pairs = list(results["tasks"][tasks[0]]["representations"]["between"])
+    pairs = list(by_task[tasks[0]]["representations"]["between"])
     figure, axes = plt.subplots(len(tasks), len(pairs), figsize=(3.6 * len(pairs), 3.2 * len(tasks)), squeeze=False)
     for row, task in enumerate(tasks):
         for column, pair in enumerate(pairs):
-            matrix = np.array(results["tasks"][task]["representations"]["between"][pair])
+            matrix = np.array(by_task[task]["representations"]["between"][pair])
             image = axes[row][column].imshow(matrix, vmin=-0.1, vmax=1, cmap="viridis", origin="lower")
             a, b = pair.split(" vs ")
-            axes[row][column].set(title=f"{task}\ndebiased CKA {pair}", xlabel=f"{b} layer", ylabel=f"{a} layer")
+            axes[row][column].set(
+                title=f"{task} (seed {seed})\ndebiased CKA {pair}", xlabel=f"{b} layer", ylabel=f"{a} layer"
+            )
             axes[row][column].set_xticks(range(matrix.shape[1]))  # layer 0 = the embeddings
             axes[row][column].set_yticks(range(matrix.shape[0]))
             figure.colorbar(image, ax=axes[row][column], fraction=0.046)
     files["cka"] = _save(figure, folder / "cka.png")
 
-    files["relevancy"] = _relevancy_plot(plt, study_dir, results, folder)
+    files["relevancy"] = _relevancy_plot(plt, StudyLayout(study_dir), tasks[0], int(seed), variants)
     if "ablations" in results:
+        effects_by_factor = results["ablations"]["per_seed"][seed]
         figure, axis = plt.subplots(figsize=(7, 4))
-        factors = list(results["ablations"])
+        factors = list(effects_by_factor)
         width = 0.8 / max(len(tasks), 1)
         for index, task in enumerate(tasks):
-            effects = [results["ablations"][factor][task] for factor in factors]
+            effects = [effects_by_factor[factor][task] for factor in factors]
             positions = np.arange(len(factors)) + index * width
             axis.bar(positions, [e["estimate"] for e in effects], width, label=task)
             axis.errorbar(
@@ -260,18 +422,19 @@ def _plots(study_dir: Path, results: dict[str, Any]) -> dict[str, str]:
             )
         axis.axhline(0, color="grey", linewidth=1)
         axis.set_xticks(np.arange(len(factors)) + width * (len(tasks) - 1) / 2, factors)
-        axis.set(title="Ablation effects vs the baseline (95% bootstrap CI)", ylabel="change in P(correct answer)")
+        axis.set(
+            title=f"Ablation effects vs the baseline (seed {seed}; 95% bootstrap CI)",
+            ylabel="change in P(correct answer)",
+        )
         axis.legend(fontsize=8)
         files["ablations"] = _save(figure, folder / "ablations.png")
     return files
 
 
-def _relevancy_plot(plt, study_dir: Path, results: dict[str, Any], folder: Path) -> str:
+def _relevancy_plot(plt, layout: StudyLayout, task: str, seed: int, variants: list[str]) -> str:
     from PIL import Image
 
-    task = next(iter(results["tasks"]))
-    variants = [v["name"] for v in results["manifest"]["variants"]]
-    examples = [json.loads(StudyLayout(study_dir).task_eval(name, task).relevancy.read_text()) for name in variants]
+    examples = [json.loads(layout.task_eval(name, task, seed).relevancy.read_text()) for name in variants]
     count = max(1, min(len(items) for items in examples))
     figure, axes = plt.subplots(len(variants), count, figsize=(2.6 * count, 2.6 * len(variants)), squeeze=False)
     for row, (name, items) in enumerate(zip(variants, examples, strict=True)):
@@ -288,8 +451,8 @@ def _relevancy_plot(plt, study_dir: Path, results: dict[str, Any], folder: Path)
                 heat, cmap="jet", alpha=0.45, extent=(0, picture.width, picture.height, 0), interpolation="bilinear"
             )
             axis.set_title(f"{name}: image share {item['image_share']:.0%}", fontsize=8)
-    figure.suptitle(f"Relevancy of the first answer token on the image ({task})")
-    return _save(figure, folder / "relevancy.png")
+    figure.suptitle(f"Relevancy of the first answer token on the image ({task}, seed {seed})")
+    return _save(figure, layout.plots / "relevancy.png")
 
 
 def _save(figure, path: Path) -> str:
@@ -308,21 +471,76 @@ def _save(figure, path: Path) -> str:
 def build_report(study_dir: str | Path) -> Path:
     """Writes results.json, report.md and plots/*.png into the study folder, from its stored records."""
     study_dir = Path(study_dir)
+    layout = StudyLayout(study_dir)
     results = analyse(study_dir)
-    plots = _plots(study_dir, results)
-    results["plots"] = plots
-    StudyLayout(study_dir).results.write_text(json.dumps(results, indent=2, default=float))
-    manifest = results["manifest"]
-    variants = [v["name"] for v in manifest["variants"]]
+    results["plots"] = _plots(study_dir, results)
+    layout.results.write_text(json.dumps(results, indent=2, default=float))
+    variants = _variants(results["manifest"])
+    lines = [f"# Study report: {results['manifest']['name']}"]
+    lines += _manifest_section(results["manifest"])
+    for task in results["tasks"]:
+        lines += _results_section(results, task, variants)
+    lines += _agreement_section(results)
+    lines += _calibration_section(results, variants)
+    lines += _representations_section(results, variants)
+    lines += _relevancy_section(results, variants)
+    lines += _structured_section(results)
+    if "ablations" in results:
+        lines += _ablations_section(results)
+    lines += ["", "## Findings", ""] + _findings(results, variants)
+    layout.report.write_text("\n".join(lines) + "\n")
+    return layout.report
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _per_seed(values: Iterable[str]) -> str:
+    """One value per seed, in the study's seed order."""
+    return " / ".join(values)
+
+
+def _spread(summary: dict[str, Any], fmt: str = ".3f") -> str:
+    """`mean (SD sd, range min to max)` over seeds; the value alone with one seed; n/a where undefined in all."""
+    if summary["mean"] is None:
+        return "n/a"
+    if summary["n"] < 2:
+        return f"{summary['mean']:{fmt}}"
+    return f"{summary['mean']:{fmt}} (SD {summary['sd']:{fmt}}, range {summary['min']:{fmt}} to {summary['max']:{fmt}})"
+
+
+def _mean_sd(summary: dict[str, Any], fmt: str = ".3f") -> str:
+    """`mean ± SD` over seeds (the compact form for cells holding several values); the value alone with one seed."""
+    if summary["mean"] is None:
+        return "n/a"
+    return f"{summary['mean']:{fmt}}" + (f" ± {summary['sd']:{fmt}}" if summary["n"] > 1 else "")
+
+
+def _optional(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _plots_caption(results: dict[str, Any]) -> str:
+    seeds = results["seeds"]
+    if len(seeds) == 1:
+        return f"Plots: training seed {seeds[0]}."
+    return f"Plots: training seed {seeds[0]}, the first of the study's {len(seeds)}; the tables give every seed."
+
+
+def _manifest_section(manifest: dict[str, Any]) -> list[str]:
+    seeds = manifest["seeds"]
     lines = [
-        f"# Study report: {manifest['name']}",
         "",
         "## Manifest",
         "",
-        f"Vision encoder `{manifest['vision_model']}`; seed {manifest['seed']}; tasks {', '.join(manifest['tasks'])}; "
-        f"{manifest['train_per_task']} training and {manifest['test_per_task']} test items per task; budget "
-        f"{manifest['pretrain_examples']} pretraining and {manifest['finetune_examples']} finetuning examples per variant "
-        "(the same images, answers and order for every variant).",
+        f"Vision encoder `{manifest['vision_model']}`; training seed{'s' if len(seeds) > 1 else ''} "
+        f"{', '.join(map(str, seeds))} (every variant is trained once per seed: the initialisation of the new rows and "
+        f"the projector, and the data order); data seed {manifest['data_seed']} (the same generated data for every "
+        f"seed); tasks {', '.join(manifest['tasks'])}; {manifest['train_per_task']} training and "
+        f"{manifest['test_per_task']} test items per task; budget {manifest['pretrain_examples']} pretraining and "
+        f"{manifest['finetune_examples']} finetuning examples per run (within a seed, the same images, answers and "
+        "order for every variant).",
         "",
         "| variant | language model | vision encoder | connector pretraining |",
         "|---|---|---|---|",
@@ -332,148 +550,210 @@ def build_report(study_dir: str | Path) -> Path:
             f"| {variant['name']} | `{variant['language_model']}` | `{variant['vision_model'] or manifest['vision_model']}` "
             f"| {'yes' if variant['pretrain'] else 'no'} |"
         )
-    for task, result in results["tasks"].items():
-        lines += ["", f"## Results: {task}", "", "| variant | mean score [95% CI] | task metrics |", "|---|---|---|"]
-        for name in variants:
-            shown = {k: v for k, v in result["metrics"][name].items() if isinstance(v, float)}
-            lines.append(
-                f"| {name} | {format_interval(result['score'][name])} | "
-                + ", ".join(f"{k} {v:.3f}" for k, v in shown.items())
-                + " |"
-            )
-        lines += [
-            "",
-            f"Differences in mean score over the same items (95% paired bootstrap CI; two-sided test; p adjusted by "
-            f"Holm over all {results['comparisons']['size']} differences of the study):",
-            "",
-        ]
-        for pair, diff in result["differences"].items():
-            lines.append(
-                f"- {pair}: {format_interval(diff)}, {diff['test']} p = {format_p(diff['p_value'])}, "
-                f"adjusted p = {format_p(diff['p_adjusted'])}"
-            )
-    lines += ["", "## Instance-level agreement", ""]
-    lines.append("Do newer backbones solve more of the same items, or different ones? Per pair of variants:")
-    lines.append("")
+    return lines
+
+
+def _results_section(results: dict[str, Any], task: str, variants: list[str]) -> list[str]:
+    per_seed, across = results["tasks"][task]["per_seed"], results["tasks"][task]["across_seeds"]
+    seeds = list(per_seed)
+    lines = [
+        "",
+        f"## Results: {task}",
+        "",
+        f"| variant | score per seed ({' / '.join(seeds)}) [95% CI over items] | mean over seeds (between-seed SD, range) "
+        "| task metrics (mean over seeds) |",
+        "|---|---|---|---|",
+    ]
+    for name in variants:
+        metrics = {
+            key: statistics.fmean(result["metrics"][name][key] for result in per_seed.values())
+            for key, value in per_seed[seeds[0]]["metrics"][name].items()
+            if isinstance(value, float)
+        }
+        lines.append(
+            f"| {name} | {_per_seed(format_interval(result['score'][name]) for result in per_seed.values())} "
+            f"| {_spread(across['score'][name])} | " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + " |"
+        )
+    comparisons = results["comparisons"]
     lines += [
-        "| task | pair | both | only A | only B | neither | phi | kappa | McNemar p |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "",
+        f"Differences in mean score, per seed over the same items (95% paired bootstrap CI; two-sided test); p adjusted "
+        f"by Holm over the family of all {comparisons['size']} differences of the study ("
+        f"{_count(comparisons['pairs'], 'pair')} x {_count(comparisons['tasks'], 'task')} x "
+        f"{_count(comparisons['seeds'], 'seed')}). A difference holds across seeds when its "
+        f"adjusted p is below {ALPHA} in every seed, with one sign.",
+        "",
+        f"| pair | difference per seed ({' / '.join(seeds)}) [95% CI] | test | p per seed | adjusted p per seed "
+        "| mean over seeds (SD, range) | holds across seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for pair, summary in across["differences"].items():
+        diffs = [result["differences"][pair] for result in per_seed.values()]
+        lines.append(
+            f"| {pair} | {_per_seed(format_interval(d) for d in diffs)} | {diffs[0]['test']} "
+            f"| {_per_seed(format_p(d['p_value']) for d in diffs)} | {_per_seed(format_p(d['p_adjusted']) for d in diffs)} "
+            f"| {_spread(summary)} | {'yes' if summary['consistency']['holds'] else 'no'} |"
+        )
+    return lines
+
+
+def _agreement_section(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## Instance-level agreement",
+        "",
+        "Do newer backbones solve more of the same items, or different ones? Per pair of variants, per seed "
+        f"({' / '.join(map(str, results['seeds']))}), and kappa's mean ± SD over seeds:",
+        "",
+        "| task | pair | both, only A, only B, neither | phi | kappa | kappa over seeds | McNemar p |",
+        "|---|---|---|---|---|---|---|",
     ]
     for task, result in results["tasks"].items():
-        for pair, stats in result["agreement"]["pairs"].items():
-            phi = "n/a" if stats["phi"] is None else f"{stats['phi']:.3f}"
-            kappa = "n/a" if stats["kappa"] is None else f"{stats['kappa']:.3f}"
+        for pair, kappa in result["across_seeds"]["kappa"].items():
+            stats = [seed_result["agreement"]["pairs"][pair] for seed_result in result["per_seed"].values()]
+            counts = _per_seed(f"{s['both']}, {s['only_a']}, {s['only_b']}, {s['neither']}" for s in stats)
             lines.append(
-                f"| {task} | {pair} | {stats['both']} | {stats['only_a']} | {stats['only_b']} | {stats['neither']} "
-                f"| {phi} | {kappa} | {format_p(stats['mcnemar_p'])} |"
+                f"| {task} | {pair} | {counts} | {_per_seed(_optional(s['phi']) for s in stats)} "
+                f"| {_per_seed(_optional(s['kappa']) for s in stats)} | {_mean_sd(kappa)} "
+                f"| {_per_seed(format_p(s['mcnemar_p']) for s in stats)} |"
             )
-    lines += ["", f"![agreement](plots/{plots['agreement']})", "", "## Calibration", ""]
-    lines.append(
+    return lines + ["", f"![agreement](plots/{results['plots']['agreement']})", "", _plots_caption(results)]
+
+
+def _calibration_section(results: dict[str, Any], variants: list[str]) -> list[str]:
+    lines = [
+        "",
+        "## Calibration",
+        "",
         "Confidence is the probability of the answer: the geometric mean over its content tokens (tokens with a letter "
         'or digit that are not words of the task\'s format, so the `{` and `"x"` of a coordinate answer do not count). '
         "An answer is correct when its item score is at least 0.5. ECE uses 15 equal-width bins; its interval is a "
-        "bootstrap over items."
-    )
-    lines += ["", "| task | variant | ECE [95% CI] | adaptive ECE | Brier |", "|---|---|---|---|---|"]
+        "bootstrap over items.",
+        "",
+        f"| task | variant | ECE per seed ({' / '.join(map(str, results['seeds']))}) [95% CI] | ECE over seeds "
+        "(SD, range) | adaptive ECE (mean ± SD) | Brier (mean ± SD) |",
+        "|---|---|---|---|---|---|",
+    ]
     for task, result in results["tasks"].items():
+        across = result["across_seeds"]
         for name in variants:
-            c = result["calibration"][name]
-            ece = format_interval(result["ece_interval"][name])
-            lines.append(f"| {task} | {name} | {ece} | {c['adaptive_ece']:.3f} | {c['brier']:.3f} |")
-    lines += ["", f"![reliability](plots/{plots['reliability']})", "", "## Internal representations", ""]
-    lines.append(
-        "Debiased linear CKA (float64; Song et al. 2012's unbiased HSIC, ~0 for unrelated representations) of the LLM's "
-        "pooled hidden states on the same prompts. Beside each value: the 95th percentile of the same measure with one "
-        "side's rows shuffled, i.e. what no relation looks like on these inputs; a value means something only above "
-        "it. Stability compares the representations of the inputs and of the same inputs with slightly perturbed "
-        "images (1 = unchanged)."
-    )
-    lines += ["", "| task | variant | stability per layer (shuffled baseline) |", "|---|---|---|"]
-    for task, result in results["tasks"].items():
-        representations = result["representations"]
-        for name in variants:
-            pairs = zip(
-                representations["stability"][name], representations["stability_baseline_p95"][name], strict=True
+            eces = _per_seed(format_interval(r["ece_interval"][name]) for r in result["per_seed"].values())
+            lines.append(
+                f"| {task} | {name} | {eces} | {_spread(across['ece'][name])} | {_mean_sd(across['adaptive_ece'][name])} "
+                f"| {_mean_sd(across['brier'][name])} |"
             )
-            lines.append(f"| {task} | {name} | {', '.join(f'{v:.3f} ({b:.3f})' for v, b in pairs)} |")
+    return lines + ["", f"![reliability](plots/{results['plots']['reliability']})", "", _plots_caption(results)]
+
+
+def _representations_section(results: dict[str, Any], variants: list[str]) -> list[str]:
+    lines = [
+        "",
+        "## Internal representations",
+        "",
+        "Debiased linear CKA (float64; Song et al. 2012's unbiased HSIC, ~0 for unrelated representations) of the LLM's "
+        "pooled hidden states on the same prompts, as mean ± SD over the training seeds. Beside each value, in "
+        "parentheses: the 95th percentile of the same measure with one side's rows shuffled (mean over seeds), i.e. "
+        "what no relation looks like on these inputs; a value means something only above it. Stability compares the "
+        "representations of the inputs and of the same inputs with slightly perturbed images (1 = unchanged).",
+        "",
+        "| task | variant | stability per layer (shuffled baseline) |",
+        "|---|---|---|",
+    ]
+    for task, result in results["tasks"].items():
+        across = result["across_seeds"]
+        for name in variants:
+            shown = _beside_baseline(across["stability"][name], across["stability_baseline_p95"][name])
+            lines.append(f"| {task} | {name} | {shown} |")
     lines += [
         "",
         "| task | pair | CKA at matched relative depths, first to last layer (shuffled baseline) |",
         "|---|---|---|",
     ]
     for task, result in results["tasks"].items():
-        for pair, cells in result["representations"]["between_matched_depths"].items():
-            shown = ", ".join(f"{c['cka']:.3f} ({c['baseline_p95']:.3f})" for c in cells)
-            lines.append(f"| {task} | {pair} | {shown} |")
-    lines += ["", f"![cka](plots/{plots['cka']})", "", "## Relevancy", ""]
-    lines.append(
-        "Share of the first answer token's relevance (Chefer et al. 2021) that lies on image tokens: does the model "
-        "look at the image?"
+        across = result["across_seeds"]
+        for pair, values in across["cka_matched"].items():
+            lines.append(f"| {task} | {pair} | {_beside_baseline(values, across['cka_matched_baseline_p95'][pair])} |")
+    return lines + ["", f"![cka](plots/{results['plots']['cka']})", "", _plots_caption(results)]
+
+
+def _beside_baseline(values: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> str:
+    """Per layer: `mean ± SD (mean shuffled baseline)` over seeds."""
+    return ", ".join(
+        f"{_mean_sd(value)} ({baseline['mean']:.3f})" for value, baseline in zip(values, baselines, strict=True)
     )
-    lines += ["", "| task | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+
+
+def _relevancy_section(results: dict[str, Any], variants: list[str]) -> list[str]:
+    lines = [
+        "",
+        "## Relevancy",
+        "",
+        "Share of the first answer token's relevance (Chefer et al. 2021) that lies on image tokens, mean ± SD over "
+        "the training seeds: does the model look at the image?",
+        "",
+        "| task | " + " | ".join(variants) + " |",
+        "|---|" + "---|" * len(variants),
+    ]
     for task, result in results["tasks"].items():
-        shares = [result["relevancy"][name]["image_share"] for name in variants]
-        lines.append(f"| {task} | " + " | ".join("n/a" if s is None else f"{s:.1%}" for s in shares) + " |")
-    lines += ["", f"![relevancy](plots/{plots['relevancy']})"]
-    structured = {task: result["parse_rate"] for task, result in results["tasks"].items() if "parse_rate" in result}
-    if structured:
-        lines += ["", "## Structured output", "", "Share of answers that parse into the structure the task asks for:"]
-        for task, rates in structured.items():
-            lines += ["", f"{task}:", ""] + [f"- {name}: {format_interval(value)}" for name, value in rates.items()]
-    if "ablations" in results:
-        lines += [
-            "",
-            "## Ablation effects",
-            "",
-            f"Change in the probability of the correct answer vs `{manifest['baseline']}`:",
-            "",
-        ]
-        for factor, by_task in results["ablations"].items():
-            for task, effect in by_task.items():
-                lines.append(
-                    f"- {factor} on {task}: {format_interval(effect)}, p = {format_p(effect['p_value'])}, "
-                    f"Holm-adjusted p = {format_p(effect['p_adjusted'])}"
-                )
-        lines += ["", f"![ablations](plots/{plots['ablations']})"]
-    lines += ["", "## Findings", ""] + _findings(results, variants)
-    layout = StudyLayout(study_dir)
-    layout.report.write_text("\n".join(lines) + "\n")
-    return layout.report
+        shares = [result["across_seeds"]["image_share"][name] for name in variants]
+        lines.append(f"| {task} | " + " | ".join(_mean_sd(share, ".1%") for share in shares) + " |")
+    return lines + ["", f"![relevancy](plots/{results['plots']['relevancy']})", "", _plots_caption(results)]
 
 
-ALPHA = 0.05
+def _structured_section(results: dict[str, Any]) -> list[str]:
+    structured = [task for task, result in results["tasks"].items() if "parse_rate" in result["across_seeds"]]
+    if not structured:
+        return []
+    lines = [
+        "",
+        "## Structured output",
+        "",
+        f"Share of answers that parse into the structure the task asks for, per seed "
+        f"({' / '.join(map(str, results['seeds']))}) and over seeds:",
+    ]
+    for task in structured:
+        result = results["tasks"][task]
+        lines += ["", f"{task}:", ""]
+        for name, summary in result["across_seeds"]["parse_rate"].items():
+            rates = _per_seed(format_interval(r["parse_rate"][name]) for r in result["per_seed"].values())
+            lines.append(f"- {name}: {rates}; over seeds {_spread(summary)}")
+    return lines
+
+
+def _ablations_section(results: dict[str, Any]) -> list[str]:
+    ablations = results["ablations"]
+    lines = [
+        "",
+        "## Ablation effects",
+        "",
+        f"Change in the probability of the correct answer vs `{results['manifest']['baseline']}`, per seed "
+        f"({' / '.join(map(str, results['seeds']))}); p Holm-adjusted over all {ablations['comparisons']['size']} "
+        "effects (every factor on every task in every seed):",
+        "",
+    ]
+    for factor, by_task in ablations["across_seeds"].items():
+        for task, summary in by_task.items():
+            effects = [per_seed[factor][task] for per_seed in ablations["per_seed"].values()]
+            lines.append(
+                f"- {factor} on {task}: {_per_seed(format_interval(e) for e in effects)}, "
+                f"p = {_per_seed(format_p(e['p_value']) for e in effects)}, "
+                f"Holm-adjusted p = {_per_seed(format_p(e['p_adjusted']) for e in effects)}; "
+                f"over seeds {_spread(summary)}"
+            )
+    return lines + ["", f"![ablations](plots/{results['plots']['ablations']})", "", _plots_caption(results)]
 
 
 def _findings(results: dict[str, Any], variants: list[str]) -> list[str]:
-    """What the numbers support, in words: a difference only where its Holm-adjusted p is below ALPHA, a "best"
-    variant only where it beats every other one so, and what a single training run cannot tell."""
-    seeds = results["manifest"].get("seeds") or [results["manifest"]["seed"]]
+    """What the numbers support, in words. A difference is stated only where it holds across seeds (its
+    Holm-adjusted p below ALPHA in every seed, with one sign), a "best" variant only where it beats every other one
+    so; a difference significant in some seeds only is named as not consistent. With one seed, a caveat says what a
+    single training run cannot tell."""
+    seeds = [str(seed) for seed in results["manifest"]["seeds"]]
     findings = []
     for task, result in results["tasks"].items():
-        scores = {name: result["score"][name]["estimate"] for name in variants}
-        if all(score == 0 for score in scores.values()):
-            findings.append(f"- {task}: every variant scores 0; no variant solves this task, so none is compared.")
-            continue
-        wins = {name: set() for name in variants}
-        for pair, diff in result["differences"].items():
-            first, second = pair.split(" - ")
-            if diff["p_adjusted"] < ALPHA:
-                wins[first if diff["estimate"] > 0 else second].add(second if diff["estimate"] > 0 else first)
-        clear = [
-            f"{pair}: {format_interval(diff)} (adjusted p = {format_p(diff['p_adjusted'])})"
-            for pair, diff in result["differences"].items()
-            if diff["p_adjusted"] < ALPHA
-        ]
-        best = [name for name in variants if len(wins[name]) == len(variants) - 1]
-        if best:
-            findings.append(f"- {task}: {best[0]} scores higher than every other variant (after Holm correction).")
-        if clear:
-            findings.append(f"- {task}: differences that survive the correction: " + "; ".join(clear) + ".")
-        else:
-            findings.append(
-                f"- {task}: no difference between variants survives the Holm correction "
-                f"({results['comparisons']['size']} comparisons); the data do not rank them."
-            )
+        findings += _task_findings(task, result["per_seed"], variants, results["comparisons"]["size"], seeds)
+    if "ablations" in results:
+        findings += _ablation_findings(results["manifest"], results["ablations"]["per_seed"], seeds)
     if len(seeds) < 2:
         findings.append(
             "- Caveat: one training run per variant (seed "
@@ -481,6 +761,90 @@ def _findings(results: dict[str, Any], variants: list[str]) -> list[str]:
             "so a difference here may not survive another seed."
         )
     return findings
+
+
+def _task_findings(
+    task: str, per_seed: dict[str, dict[str, Any]], variants: list[str], family: int, seeds: list[str]
+) -> list[str]:
+    if all(result["score"][name]["estimate"] == 0 for result in per_seed.values() for name in variants):
+        return [
+            f"- {task}: every variant scores 0{_in_every(seeds)}; no variant solves this task, so none is compared."
+        ]
+    pairs = list(next(iter(per_seed.values()))["differences"])
+    verdicts = {pair: consistency({seed: per_seed[seed]["differences"][pair] for seed in seeds}) for pair in pairs}
+    wins: dict[str, set[str]] = {name: set() for name in variants}
+    for pair, verdict in verdicts.items():
+        first, second = pair.split(" - ")
+        if verdict.holds:
+            winner, loser = (first, second) if verdict.direction > 0 else (second, first)
+            wins[winner].add(loser)
+    findings = []
+    best = [name for name in variants if len(wins[name]) == len(variants) - 1]
+    if best:
+        findings.append(
+            f"- {task}: {best[0]} scores higher than every other variant{_in_every(seeds)} (after Holm correction)."
+        )
+    held = [
+        f"{pair}: {_per_seed(format_interval(per_seed[seed]['differences'][pair]) for seed in seeds)} (adjusted p "
+        f"{_per_seed(format_p(per_seed[seed]['differences'][pair]['p_adjusted']) for seed in seeds)})"
+        for pair, verdict in verdicts.items()
+        if verdict.holds
+    ]
+    if held:
+        findings.append(
+            f"- {task}: differences that survive the correction{_in_every(seeds)}: " + "; ".join(held) + "."
+        )
+    unsettled = [
+        f"{pair} {_inconsistency(verdict)}"
+        for pair, verdict in verdicts.items()
+        if verdict.significant_in and not verdict.holds
+    ]
+    if unsettled:
+        findings.append(f"- {task}: not consistent across seeds, so not claimed: " + "; ".join(unsettled) + ".")
+    if not held and not unsettled:
+        findings.append(
+            f"- {task}: no difference between variants survives the Holm correction ({family} comparisons) in any "
+            "seed; the data do not rank them."
+        )
+    return findings
+
+
+def _ablation_findings(
+    manifest: dict[str, Any], per_seed: dict[str, dict[str, dict[str, Any]]], seeds: list[str]
+) -> list[str]:
+    """An ablation's effect (its variant minus the baseline) in words, under the same rule as the differences."""
+    findings = []
+    for factor, by_task in per_seed[seeds[0]].items():
+        ablated = f"{manifest['ablations'][factor]} (the {factor} ablation of {manifest['baseline']})"
+        for task in by_task:
+            effects = {seed: per_seed[seed][factor][task] for seed in seeds}
+            verdict = consistency(effects)
+            if verdict.holds:
+                direction = "higher" if verdict.direction > 0 else "lower"
+                mean = spread({seed: effect["estimate"] for seed, effect in effects.items()}).mean
+                findings.append(
+                    f"- {ablated} gives the correct answer a {direction} probability on {task}{_in_every(seeds)} "
+                    f"(mean change {mean:+.3g}, after Holm correction)."
+                )
+            elif verdict.significant_in:
+                findings.append(
+                    f"- {ablated} on {task}: {_inconsistency(verdict)}; not consistent across seeds, so not claimed."
+                )
+    return findings
+
+
+def _in_every(seeds: list[str]) -> str:
+    return f" in every seed ({', '.join(seeds)})" if len(seeds) > 1 else ""
+
+
+def _inconsistency(verdict: Consistency) -> str:
+    """Why a comparison significant somewhere does not hold across seeds."""
+    if verdict.significant_in == verdict.seeds:
+        signs = ", ".join(f"seed {seed} {'+' if sign > 0 else '-'}" for seed, sign in verdict.signs.items())
+        return f"significant in every seed but in opposite directions ({signs})"
+    only = verdict.significant_in
+    named = f"seed {only[0]}" if len(only) == 1 else f"seeds {', '.join(only)}"
+    return f"significant in {named} only (of {', '.join(verdict.seeds)})"
 
 
 __all__ = ["analyse", "build_report"]

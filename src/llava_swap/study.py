@@ -1,13 +1,18 @@
 """The controlled study: train several backbones the same way, evaluate them on the same items, keep every record.
 
-A manifest (`StudyConfig`, YAML) fixes what must not vary: the vision encoder, the data, the recipe, the seed, the
-data order and the training budget, counted in examples so that backbones with different tokenizers see the same
-images and answers. It lists the variants (LLM backbones, and optionally ablations: no connector pretraining, another
-vision encoder, another LM size). For each variant the study trains both stages with `training.run_recipe`,
-evaluates every task's held-out items and stores per-instance records, answer probabilities, pooled hidden states
-and relevancy maps. A finished variant whose resolved recipe is unchanged is reused when the study runs again; a
-changed manifest entry retrains only that variant. `report.build_report` turns the stored records into
-`results.json`, `report.md` and plots.
+A manifest (`StudyConfig`, YAML) fixes what must not vary: the vision encoder, the data, the recipe and the training
+budget, counted in examples so that backbones with different tokenizers see the same images and answers. It lists
+the variants (LLM backbones, and optionally ablations: no connector pretraining, another vision encoder, another LM
+size) and the training seeds. Seeds are an axis of the study: every variant is trained once per seed in `seeds`
+(the seed of the initialisation of the new rows and the projector, and of the data order), on data generated once
+with `data_seed`, so the variance between training runs can be told apart from the sampling of items. A manifest
+with the former single `seed: S` means `seeds: [S]` and `data_seed: S`.
+
+For each (variant, seed) the study trains both stages with `training.run_recipe` into
+`variants/<name>/seed-<seed>/`, evaluates every task's held-out items and stores per-instance records, answer
+probabilities, pooled hidden states and relevancy maps. A finished run whose resolved recipe is unchanged is reused
+when the study runs again, so a changed manifest entry retrains only that variant and an added seed trains only the
+new runs. `report.build_report` turns the stored records into `results.json`, `report.md` and plots.
 """
 
 from __future__ import annotations
@@ -46,7 +51,9 @@ class Variant:
 class StudyConfig:
     name: str = "default-study"
     output_dir: str = "outputs/study"
-    seed: int = 0
+    # Training seeds (initialisation of the new rows and the projector, data order): every variant runs once per seed.
+    seeds: list[int] = field(default_factory=lambda: [0])
+    data_seed: int = 0  # the generated data (and the analyses' resampling): the same for every training seed
     vision_model: str = "tiny:clip"
     tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
     train_per_task: int = 400
@@ -65,7 +72,7 @@ class StudyConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "study") -> StudyConfig:
-        values = dict(values)
+        values = _single_seed(dict(values), source)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -87,11 +94,18 @@ class StudyConfig:
             raise FileNotFoundError(f"Study manifest {path} does not exist; the shipped ones are in recipes/configs/.")
         return cls.from_dict(yaml.safe_load(path.read_text()) or {}, str(path))
 
+    def with_seeds(self, seeds: list[int], source: str = "--seeds") -> StudyConfig:
+        """The same study with other training seeds (the data seed stays)."""
+        changed = dataclasses.replace(self, seeds=list(seeds))
+        changed.validate(source)
+        return changed
+
     def validate(self, source: str = "study") -> None:
         from .tasks import get_task
 
         for task in self.tasks:
             get_task(task)
+        _check_seeds(self.seeds, self.data_seed, source)
         names = [variant.name for variant in self.variants]
         if len(names) < 2:
             raise ValueError(f"{source}: a study compares at least two variants; got {names}.")
@@ -107,10 +121,41 @@ class StudyConfig:
             raise ValueError(f"{source}: ablations need a baseline variant to compare with.")
 
 
+def _single_seed(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """The former manifest field `seed: S` (one training run, the same seed for the data) as `seeds: [S]` and
+    `data_seed: S`, so a one-seed manifest gives the numbers it gave before."""
+    if "seed" not in values:
+        return values
+    if "seeds" in values:
+        raise ValueError(
+            f"{source}: give either `seed` (one training run; also the data seed) or `seeds` (the training seeds, "
+            "with `data_seed` for the data), not both."
+        )
+    seed = values.pop("seed")
+    values.setdefault("data_seed", seed)
+    return {**values, "seeds": [seed]}
+
+
+def _check_seeds(seeds: Any, data_seed: Any, source: str) -> None:
+    def is_seed(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if not isinstance(seeds, list) or not seeds or not all(is_seed(seed) for seed in seeds):
+        raise ValueError(f"{source}: seeds must be a non-empty list of non-negative integers; got {seeds!r}.")
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise ValueError(f"{source}: seeds must be unique; {repeated} repeated in {seeds}.")
+    if not is_seed(data_seed):
+        raise ValueError(f"{source}: data_seed must be a non-negative integer; got {data_seed!r}.")
+
+
 def default_study() -> StudyConfig:
-    """Tiny LLaMA-1-, LLaMA-2- and LLaMA-3-style backbones with one tiny CLIP on the three synthetic tasks."""
+    """Tiny LLaMA-1-, LLaMA-2- and LLaMA-3-style backbones with one tiny CLIP on the three synthetic tasks, each
+    trained with three seeds on one set of data."""
     return StudyConfig.from_dict(
         {
+            "seeds": [0, 1, 2],
+            "data_seed": 0,
             "variants": [
                 {"name": "llama1", "language_model": "tiny:llama1"},
                 {"name": "llama2", "language_model": "tiny:llama2"},
@@ -125,11 +170,14 @@ def default_study() -> StudyConfig:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def variant_recipe(study: StudyConfig, variant: Variant, data: dict[str, Path], out: Path) -> Recipe:
-    """The training recipe of one variant: the same data, order, seed, budget and hyperparameters for every one."""
+def variant_recipe(study: StudyConfig, variant: Variant, data: dict[str, Path], out: Path, *, seed: int) -> Recipe:
+    """The training recipe of one run, `variant` trained with `seed`: for a given seed, the same data, order,
+    initialisation seed, budget and hyperparameters for every variant."""
     recipe = default_recipe().to_dict()
     layout = StudyLayout(out)
-    recipe.update(name=f"{study.name}/{variant.name}", output_dir=str(layout.variant(variant.name)), seed=study.seed)
+    recipe.update(
+        name=f"{study.name}/{variant.name}/seed-{seed}", output_dir=str(layout.variant(variant.name, seed)), seed=seed
+    )
     recipe["report_to"] = []
     # One cache for the whole study: the backbones share the encoder, so each image is encoded once in all.
     recipe["vision_feature_cache"] = str(layout.feature_cache)
@@ -169,7 +217,7 @@ def _processes() -> int:
 
 
 def variant_key(recipe: Recipe, data: dict[str, Path]) -> str:
-    """Hash of a variant's resolved recipe and data files: when it changes, the variant is retrained.
+    """Hash of a run's resolved recipe (its seed included) and data files: when it changes, the run is retrained.
 
     Where the study lives is left out (output and data paths), so a moved or copied study is still reused.
     """
@@ -184,7 +232,8 @@ def variant_key(recipe: Recipe, data: dict[str, Path]) -> str:
 
 
 def prepare_data(study: StudyConfig, out: Path) -> tuple[dict[str, Path], dict[str, Path]]:
-    """Generates every task's data once and merges the training splits: `(train/pretrain files, task folders)`."""
+    """Generates every task's data once, with `data_seed`, and merges the training splits: `(train/pretrain files,
+    task folders)`. Every training seed trains on these same files."""
     from .tasks import get_task
 
     data_dir = StudyLayout(out).data
@@ -196,7 +245,7 @@ def prepare_data(study: StudyConfig, out: Path) -> tuple[dict[str, Path], dict[s
             n_train=study.train_per_task,
             n_val=1,
             n_test=study.test_per_task,
-            seed=study.seed,
+            seed=study.data_seed,
             image_size=study.image_size,
         )
         folders[task] = folder
@@ -213,16 +262,23 @@ def prepare_data(study: StudyConfig, out: Path) -> tuple[dict[str, Path], dict[s
     return merged, folders
 
 
-def run_study(study: StudyConfig, out_dir: str | None = None, analyze: bool = True) -> dict[str, Any]:
-    """Trains and evaluates every variant (reusing finished ones), then writes results.json and report.md."""
+def run_study(study: StudyConfig, out_dir: str | None = None, analyze: bool = True) -> dict[str, dict[int, str]]:
+    """Trains and evaluates every variant with every seed (reusing finished runs), then writes results.json and
+    report.md. Returns {variant: {seed: "reused" or "trained"}}."""
     out = Path(out_dir or study.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    StudyLayout(out).manifest.write_text(json.dumps(dataclasses.asdict(study), indent=2))
+    layout = StudyLayout(out)
+    layout.manifest.write_text(json.dumps(dataclasses.asdict(study), indent=2))
     data, folders = prepare_data(study, out)
-    status = {}
+    # Seed by seed: an interrupted study has complete seeds to compare first.
+    runs = [(variant, seed) for seed in study.seeds for variant in study.variants]
+    status: dict[str, dict[int, str]] = {variant.name: {} for variant in study.variants}
     for variant in study.variants:
-        recipe = variant_recipe(study, variant, data, out)
-        status[variant.name] = run_variant(study, variant, recipe, data, folders, out)
+        _warn_if_unseeded(layout, variant.name)
+    for index, (variant, seed) in enumerate(runs, start=1):
+        recipe = variant_recipe(study, variant, data, out, seed=seed)
+        label = f"[study] {variant.name} seed {seed} (run {index}/{len(runs)})"
+        status[variant.name][seed] = run_variant(study, variant, recipe, data, folders, label=label)
     if analyze:
         from .report import build_report
 
@@ -230,30 +286,45 @@ def run_study(study: StudyConfig, out_dir: str | None = None, analyze: bool = Tr
     return status
 
 
-def run_variant(study, variant: Variant, recipe: Recipe, data, folders, out: Path) -> str:
-    """Trains and evaluates one variant unless an identical finished run exists; returns 'reused' or 'trained'."""
+def _warn_if_unseeded(layout: StudyLayout, name: str) -> None:
+    legacy = layout.variant_root(name) / VARIANT_DONE
+    if legacy.exists():
+        logger.warning(
+            f"{legacy.parent} holds a run from before seeds were a study axis; it is not reused (runs now live in "
+            f"{layout.variant_root(name)}/seed-<seed>/): its files outside the seed-* folders can be deleted"
+        )
+
+
+def run_variant(study: StudyConfig, variant: Variant, recipe: Recipe, data, folders, label: str = "") -> str:
+    """Trains and evaluates one run (`recipe` holds its seed and folder) unless an identical finished run exists;
+    returns 'reused' or 'trained'."""
     from .training import run_recipe
 
-    variant_dir = Path(recipe.output_dir)
-    name = f"[study] {variant.name}"
+    run_dir = Path(recipe.output_dir)
+    label = label or f"[study] {variant.name} seed {recipe.seed}"
     key = variant_key(recipe, data)
-    done = variant_dir / VARIANT_DONE
+    done = run_dir / VARIANT_DONE
     if done.exists() and json.loads(done.read_text()).get("fingerprint") == key:
-        logger.info(f"{name}: finished before with the same manifest entry: reused")
+        logger.info(f"{label}: finished before with the same manifest entry: reused")
         return "reused"
-    if variant_dir.exists():  # a changed entry or an interrupted run: start this variant afresh
-        shutil.rmtree(variant_dir)
-    logger.info(f"{name}: training {variant.language_model} + {variant.vision_model or study.vision_model}")
+    if run_dir.exists():  # a changed entry or an interrupted run: start this run afresh
+        shutil.rmtree(run_dir)
+    logger.info(f"{label}: training {variant.language_model} + {variant.vision_model or study.vision_model}")
     summary = run_recipe(recipe)
-    evaluate_variant(study, variant_dir, folders)
-    done.write_text(
-        json.dumps({"fingerprint": key, "variant": dataclasses.asdict(variant), "train": summary.to_dict()}, indent=2)
-    )
+    evaluate_variant(study, run_dir, folders)
+    record = {
+        "fingerprint": key,
+        "variant": dataclasses.asdict(variant),
+        "seed": recipe.seed,
+        "train": summary.to_dict(),
+    }
+    done.write_text(json.dumps(record, indent=2))
     return "trained"
 
 
 def evaluate_variant(study: StudyConfig, variant_dir: Path, folders: dict[str, Path]) -> None:
-    """Per task: predictions.jsonl + metrics.json, answer probabilities; then representations and relevancy."""
+    """Per task, for one run (`variant_dir`): predictions.jsonl + metrics.json, answer probabilities; then
+    representations and relevancy. The perturbation of the images uses `data_seed`, the same for every run."""
     import numpy as np
     import torch
 
@@ -277,7 +348,7 @@ def evaluate_variant(study: StudyConfig, variant_dir: Path, folders: dict[str, P
         write_results(result, target.folder, extra={"task": task_name})
 
         # Representations: the LM's pooled hidden states on the same prompts for every variant, and on the same
-        # prompts with slightly perturbed images (stability).
+        # prompts with slightly perturbed images (stability): the same noise for every variant and training seed.
         sample = rows[: study.analysis_items]
         conversations = [with_images(prompt_messages(row), row["images"]) for row in sample]
         inputs = processor.apply_chat_template(
@@ -288,7 +359,7 @@ def evaluate_variant(study: StudyConfig, variant_dir: Path, folders: dict[str, P
             return_tensors="pt",
             processor_kwargs={"padding": True, "padding_side": "left"},
         )
-        generator = torch.Generator().manual_seed(study.seed)
+        generator = torch.Generator().manual_seed(study.data_seed)
         noisy = dict(inputs)
         noisy["pixel_values"] = inputs["pixel_values"] + 0.05 * torch.randn(
             inputs["pixel_values"].shape, generator=generator
