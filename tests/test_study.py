@@ -15,9 +15,11 @@ SECTIONS = [
     "## Results: vqa_scene",
     "## Results: seismic_description",
     "## Results: seismic_coordinates",
+    "## Chance level",
     "## Instance-level agreement",
     "## Calibration",
     "## Internal representations",
+    "## Image dependence",
     "## Relevancy",
     "## Structured output",
     "## Ablation effects",
@@ -286,10 +288,18 @@ def test_the_study_command_takes_seeds(monkeypatch, tmp_path, capsys):
     assert "llama1 seed 4 reused, llama1 seed 5 reused" in capsys.readouterr().out
 
 
-def _results(differences: dict[str, tuple[float, float]]) -> dict:
-    """A results dict with one task and two variants: per seed, the difference a - b and its adjusted p."""
+def _comparison(estimate: float, p: float) -> dict:
+    return {"estimate": estimate, "low": estimate - 0.1, "high": estimate + 0.1, "p_value": p / 2, "p_adjusted": p}
+
+
+def _results(differences: dict[str, tuple[float, float]], controls: tuple[float, float] = (0.0, 1.0)) -> dict:
+    """A results dict with one task and two variants: per seed, the difference a - b and its adjusted p; `controls`
+    (estimate, adjusted p) is variant a's difference from the question-only baseline and its image dependence."""
+    control = _comparison(*controls)
     per_seed = {
         seed: {
+            "above_chance": {"a": control, "b": _comparison(0.0, 1.0)},
+            "image_dependence": {"a": {"blank": control, "other": control}, "b": {"blank": control, "other": control}},
             "score": {"a": {"estimate": 0.5}, "b": {"estimate": 0.5 - estimate}},
             "differences": {
                 "a - b": {
@@ -307,8 +317,24 @@ def _results(differences: dict[str, tuple[float, float]]) -> dict:
     return {
         "manifest": {"seeds": seeds},
         "comparisons": {"size": len(seeds)},
-        "tasks": {"vqa_scene": {"per_seed": per_seed}},
+        "tasks": {"vqa_scene": {"chance": {"mean": 0.25}, "per_seed": per_seed}},
     }
+
+
+@pytest.mark.parametrize(
+    ("controls", "above", "sees"),
+    [
+        ((0.2, 0.01), "above the question-only baseline (0.250) in every seed (0, 1): a 0.500", "answers of a"),
+        ((0.2, 0.2), "no variant scores above the question-only baseline (0.250)", "no variant's answers"),
+        ((-0.2, 0.01), "no variant scores above", "no variant's answers"),  # significantly below is not above
+    ],
+)
+def test_chance_and_image_findings_need_every_seed(controls, above, sees):
+    from llava_swap.report import _findings
+
+    text = "\n".join(_findings(_results({"0": (0.0, 1.0), "1": (0.0, 1.0)}, controls), ["a", "b"]))
+    assert above in text
+    assert sees in text
 
 
 @pytest.mark.parametrize(

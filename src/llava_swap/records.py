@@ -157,6 +157,10 @@ class TaskEvalLayout:
     def relevancy(self) -> Path:
         return self.folder / "relevancy.json"
 
+    @property
+    def image_dependence(self) -> Path:  # answer probabilities with a blank / another item's image, and controls
+        return self.folder / "image_dependence.json"
+
 
 @dataclass(frozen=True)
 class StudyLayout:

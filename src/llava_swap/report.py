@@ -14,14 +14,22 @@ shows beside the sampling of items. A finding ("A scores higher than B", a "best
 stated only where it holds across seeds: the Holm-adjusted p below 0.05 in every seed, with the same sign
 (`analysis.seeds.consistency`); a difference found in some seeds only is reported as not consistent across seeds.
 
+Two controls frame the comparison. Chance level: every variant against the question-only baseline
+(`analysis.blind_baseline`), per question type and item by item. Image dependence: the reference answer's probability
+with a blank and with another item's image (`analysis.image_dependence`), beside which the relevancy share is shown
+with its blank-image control. Each is Holm-corrected as its own family and stated under the same every-seed rule.
+
 results.json (seeds are string keys):
 - "manifest", "seeds";
-- "tasks": {task: {"per_seed": {seed: {"metrics", "score", "differences", "agreement", "calibration",
-  "ece_interval", "representations", "relevancy", "parse_rate" (structured tasks)}}, "across_seeds": {"score",
-  "differences" (with "consistency"), "kappa", "phi", "ece", "adaptive_ece", "brier", "image_share", "stability",
-  "stability_baseline_p95", "cka_matched", "cka_matched_baseline_p95", "parse_rate"}}}, each across-seed entry a
-  `Spread` (per_seed, mean, sd, min, max, n);
-- "comparisons": the Holm family (size, pairs, tasks, seeds);
+- "tasks": {task: {"chance": {"by_question_type", "mean"} (the question-only baseline), "per_seed": {seed:
+  {"metrics", "score", "differences", "agreement", "calibration", "ece_interval", "representations", "relevancy",
+  "above_chance", "by_question_type", "image_dependence", "parse_rate" (structured tasks)}}, "across_seeds":
+  {"score", "differences" (with "consistency"), "kappa", "phi", "ece", "adaptive_ece", "brier", "image_share",
+  "relevancy_blank_share", "above_chance", "by_question_type", "image_dependence_blank", "image_dependence_other",
+  "stability", "stability_baseline_p95", "cka_matched", "cka_matched_baseline_p95", "parse_rate"}}}, each
+  across-seed entry a `Spread` (per_seed, mean, sd, min, max, n);
+- "comparisons": the Holm family of the differences (size, pairs, tasks, seeds), and the sizes of the above-chance
+  and image-dependence families;
 - "ablations" (where the manifest has some): {"per_seed": {seed: {factor: {task: effect}}}, "across_seeds",
   "comparisons"};
 - "plots": the files under plots/ (drawn from the first training seed).
@@ -41,6 +49,7 @@ import numpy as np
 
 from .analysis.ablation import ablation_effects
 from .analysis.agreement import agreement_report
+from .analysis.blind_baseline import BlindBaseline, blind_baseline
 from .analysis.inference import (
     compare_paired,
     format_interval,
@@ -56,6 +65,7 @@ from .metrics import calibration
 from .records import EvaluationRecord, StudyLayout
 from .tasks import get_task
 
+COUNTERFACTUALS = ("blank", "other")  # the image replaced by a blank one, and by another item's image
 Records = dict[str, dict[str, list[EvaluationRecord]]]  # task -> variant -> records, aligned by item id
 
 
@@ -99,9 +109,14 @@ def analyse(study_dir: str | Path) -> dict[str, Any]:
     manifest = _manifest(layout)
     seeds = [str(seed) for seed in manifest["seeds"]]
     records = {seed: _records(layout, manifest, int(seed)) for seed in seeds}
+    chance = {task: _blind(layout, task) for task in manifest["tasks"]}
     tasks = {
         task: {
-            "per_seed": {seed: _analyse_task(layout, manifest, task, int(seed), records[seed][task]) for seed in seeds}
+            "chance": {"by_question_type": chance[task].by_type(), "mean": statistics.fmean(chance[task].scores)},
+            "per_seed": {
+                seed: _analyse_task(layout, manifest, task, int(seed), records[seed][task], chance[task])
+                for seed in seeds
+            },
         }
         for task in manifest["tasks"]
     }
@@ -111,6 +126,21 @@ def analyse(study_dir: str | Path) -> dict[str, Any]:
         for result in tasks.values()
         for per_seed in result["per_seed"].values()
         for diff in per_seed["differences"].values()
+    )
+    # Two more families, each corrected on its own: every variant against the question-only baseline, and every
+    # variant's image dependence under both counterfactuals, on every task in every seed.
+    above_chance = _holm_in_place(
+        versus
+        for result in tasks.values()
+        for per_seed in result["per_seed"].values()
+        for versus in per_seed["above_chance"].values()
+    )
+    dependence = _holm_in_place(
+        per_seed["image_dependence"][name][counterfactual]
+        for result in tasks.values()
+        for per_seed in result["per_seed"].values()
+        for name in per_seed["image_dependence"]
+        for counterfactual in COUNTERFACTUALS
     )
     pairs = math.comb(len(manifest["variants"]), 2)
     results: dict[str, Any] = {
@@ -126,6 +156,8 @@ def analyse(study_dir: str | Path) -> dict[str, Any]:
             "method": "Holm",
             "alpha": ALPHA,
             "rule": "a difference is stated only where its adjusted p is below alpha in every seed, with one sign",
+            "above_chance_size": above_chance,
+            "image_dependence_size": dependence,
         },
     }
     for result in tasks.values():
@@ -136,13 +168,20 @@ def analyse(study_dir: str | Path) -> dict[str, Any]:
 
 
 def _analyse_task(
-    layout: StudyLayout, manifest: dict[str, Any], task: str, seed: int, by_variant: dict[str, list[EvaluationRecord]]
+    layout: StudyLayout,
+    manifest: dict[str, Any],
+    task: str,
+    seed: int,
+    by_variant: dict[str, list[EvaluationRecord]],
+    blind: BlindBaseline,
 ) -> dict[str, Any]:
     """Every analysis of one task on one training seed's runs. Resampling uses the data seed, the same for every
     training seed."""
     variants = _variants(manifest)
     resampling = manifest["data_seed"]
     scores = {name: [r.score for r in by_variant[name]] for name in variants}
+    blind_score = dict(zip(blind.ids, blind.scores, strict=True))
+    chance = [blind_score[record.id] for record in by_variant[variants[0]]]  # in the aligned item order
     result: dict[str, Any] = {
         "metrics": {
             name: json.loads(layout.task_eval(name, task, seed).metrics.read_text())["metrics"] for name in variants
@@ -167,6 +206,9 @@ def _analyse_task(
         },
         "representations": _representations(layout, task, seed, variants),
         "relevancy": _relevancy(layout, task, seed, variants),
+        "above_chance": {name: compare_paired(scores[name], chance, seed=resampling) for name in variants},
+        "by_question_type": {name: _by_question_type(by_variant[name]) for name in variants},
+        "image_dependence": _image_dependence(layout, task, seed, variants),
     }
     if get_task(task).structured_output:
         result["parse_rate"] = {
@@ -224,6 +266,28 @@ def _across_seeds(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
             for measure in ("ece", "adaptive_ece", "brier")
         },
         "image_share": {name: _over_seeds(per_seed, "relevancy", name, "image_share") for name in variants},
+        "relevancy_blank_share": {
+            name: _over_seeds(per_seed, "image_dependence", name, "relevancy_blank_share") for name in variants
+        },
+        "above_chance": {
+            name: _compared_over_seeds({seed: result["above_chance"][name] for seed, result in per_seed.items()})
+            for name in variants
+        },
+        "by_question_type": {
+            name: {
+                kind: _over_seeds(per_seed, "by_question_type", name, kind) for kind in first["by_question_type"][name]
+            }
+            for name in variants
+        },
+        **{
+            f"image_dependence_{counterfactual}": {
+                name: _compared_over_seeds(
+                    {seed: result["image_dependence"][name][counterfactual] for seed, result in per_seed.items()}
+                )
+                for name in variants
+            }
+            for counterfactual in COUNTERFACTUALS
+        },
         **{
             measure: {
                 name: [_over_seeds(per_seed, "representations", measure, name, layer) for layer in range(len(values))]
@@ -334,6 +398,36 @@ def _relevancy(layout: StudyLayout, task: str, seed: int, variants: list[str]) -
         maps = json.loads(layout.task_eval(name, task, seed).relevancy.read_text())
         shares = [item["image_share"] for item in maps]
         out[name] = {"image_share": float(np.mean(shares)) if shares else None, "examples": len(maps)}
+    return out
+
+
+def _blind(layout: StudyLayout, task: str) -> BlindBaseline:
+    """The question-only baseline of a task, from the study's generated training and test data."""
+    folder = layout.data / task
+    spec = get_task(task)
+    return blind_baseline(spec, spec.load(folder, "train").records, spec.load(folder, "test").records)
+
+
+def _by_question_type(records: list[EvaluationRecord]) -> dict[str, float]:
+    groups: dict[str, list[float]] = {}
+    for record in records:
+        groups.setdefault(str(record.question_type), []).append(record.score)
+    return {kind: statistics.fmean(values) for kind, values in sorted(groups.items())}
+
+
+def _image_dependence(layout: StudyLayout, task: str, seed: int, variants: list[str]) -> dict[str, Any]:
+    """Per variant: real - blank and real - other image (paired differences of the reference answer's probability),
+    and the relevancy image share with blank images (the control beside the real share)."""
+    out = {}
+    for name in variants:
+        path = layout.task_eval(name, task, seed).image_dependence
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run the study (llava-swap study) again to measure it.")
+        stored = json.loads(path.read_text())
+        out[name] = {
+            **{counterfactual: stored["summary"][counterfactual] for counterfactual in COUNTERFACTUALS},
+            "relevancy_blank_share": stored["relevancy_blank_share"],
+        }
     return out
 
 
@@ -480,9 +574,11 @@ def build_report(study_dir: str | Path) -> Path:
     lines += _manifest_section(results["manifest"])
     for task in results["tasks"]:
         lines += _results_section(results, task, variants)
+    lines += _chance_section(results, variants)
     lines += _agreement_section(results)
     lines += _calibration_section(results, variants)
     lines += _representations_section(results, variants)
+    lines += _image_dependence_section(results, variants)
     lines += _relevancy_section(results, variants)
     lines += _structured_section(results)
     if "ablations" in results:
@@ -683,20 +779,105 @@ def _beside_baseline(values: list[dict[str, Any]], baselines: list[dict[str, Any
     )
 
 
+def _chance_section(results: dict[str, Any], variants: list[str]) -> list[str]:
+    comparisons = results["comparisons"]
+    lines = [
+        "",
+        "## Chance level",
+        "",
+        "What the question alone scores: every test question answered with the most frequent training answer to the "
+        "same question (of its question type where the text was never asked), scored like the variants. Per question "
+        "type: that level, and each variant's mean score (mean ± SD over seeds).",
+        "",
+        "| task | question type | question-only baseline | " + " | ".join(variants) + " |",
+        "|---|---|---|" + "---|" * len(variants),
+    ]
+    for task, result in results["tasks"].items():
+        levels, across = result["chance"]["by_question_type"], result["across_seeds"]["by_question_type"]
+        for kind, level in levels.items():
+            if kind == "all":
+                continue
+            cells = [_mean_sd(across[name][kind]) if kind in across[name] else "n/a" for name in variants]
+            lines.append(f"| {task} | {kind} | {level:.3f} | " + " | ".join(cells) + " |")
+        overall = [_mean_sd(result["across_seeds"]["score"][name]) for name in variants]
+        lines.append(f"| {task} | all | {levels['all']:.3f} | " + " | ".join(overall) + " |")
+    lines += [
+        "",
+        f"Each variant minus the question-only baseline, per seed ({' / '.join(map(str, results['seeds']))}), over the "
+        f"same items; p adjusted by Holm over all {comparisons['above_chance_size']} such comparisons (every variant on "
+        "every task in every seed):",
+        "",
+        "| task | variant | difference per seed [95% CI] | adjusted p per seed | above chance in every seed |",
+        "|---|---|---|---|---|",
+    ]
+    for task, result in results["tasks"].items():
+        for name in variants:
+            versus = [r["above_chance"][name] for r in result["per_seed"].values()]
+            holds = _holds_upwards(result["across_seeds"]["above_chance"][name])
+            lines.append(
+                f"| {task} | {name} | {_per_seed(format_interval(v) for v in versus)} "
+                f"| {_per_seed(format_p(v['p_adjusted']) for v in versus)} | {'yes' if holds else 'no'} |"
+            )
+    return lines
+
+
+def _image_dependence_section(results: dict[str, Any], variants: list[str]) -> list[str]:
+    comparisons = results["comparisons"]
+    lines = [
+        "",
+        "## Image dependence",
+        "",
+        "Does the answer depend on the image? The probability the model gives the reference answer with the real "
+        "image, minus the same with a blank image (the background colour only) and with another test item's image, "
+        "on every test item (mean paired difference per seed, 95% bootstrap CI). A model that ignores the image "
+        f"scores exactly 0. p adjusted by Holm over all {comparisons['image_dependence_size']} of them (every variant, "
+        "both counterfactuals, every task, every seed).",
+        "",
+        f"| task | variant | real - blank per seed ({' / '.join(map(str, results['seeds']))}) | real - other image "
+        "per seed | adjusted p (blank; other) | depends on the image in every seed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task, result in results["tasks"].items():
+        across = result["across_seeds"]
+        for name in variants:
+            per_seed = [r["image_dependence"][name] for r in result["per_seed"].values()]
+            adjusted = _per_seed(
+                f"{format_p(d['blank']['p_adjusted'])}; {format_p(d['other']['p_adjusted'])}" for d in per_seed
+            )
+            holds = _holds_upwards(across["image_dependence_other"][name])
+            lines.append(
+                f"| {task} | {name} | {_per_seed(format_interval(d['blank']) for d in per_seed)} "
+                f"| {_per_seed(format_interval(d['other']) for d in per_seed)} | {adjusted} | {'yes' if holds else 'no'} |"
+            )
+    return lines
+
+
+def _holds_upwards(summary: dict[str, Any]) -> bool:
+    """A comparison that holds in every seed, with the first term higher."""
+    return summary["consistency"]["holds"] and summary["consistency"]["direction"] > 0
+
+
 def _relevancy_section(results: dict[str, Any], variants: list[str]) -> list[str]:
     lines = [
         "",
         "## Relevancy",
         "",
         "Share of the first answer token's relevance (Chefer et al. 2021) that lies on image tokens, mean ± SD over "
-        "the training seeds: does the model look at the image?",
+        "the training seeds, and in parentheses the same share on the same prompts with blank images. The share "
+        "says where relevance flows, not whether the image matters (a model that ignores the image still sends "
+        "relevance to its tokens); a real share close to the blank one says nothing about the content. The "
+        "counterfactual measure is in Image dependence above.",
         "",
         "| task | " + " | ".join(variants) + " |",
         "|---|" + "---|" * len(variants),
     ]
     for task, result in results["tasks"].items():
-        shares = [result["across_seeds"]["image_share"][name] for name in variants]
-        lines.append(f"| {task} | " + " | ".join(_mean_sd(share, ".1%") for share in shares) + " |")
+        across = result["across_seeds"]
+        shares = [
+            f"{_mean_sd(across['image_share'][name], '.1%')} ({_mean_sd(across['relevancy_blank_share'][name], '.1%')})"
+            for name in variants
+        ]
+        lines.append(f"| {task} | " + " | ".join(shares) + " |")
     return lines + ["", f"![relevancy](plots/{results['plots']['relevancy']})", "", _plots_caption(results)]
 
 
@@ -751,6 +932,7 @@ def _findings(results: dict[str, Any], variants: list[str]) -> list[str]:
     seeds = [str(seed) for seed in results["manifest"]["seeds"]]
     findings = []
     for task, result in results["tasks"].items():
+        findings += _chance_findings(task, result, variants, seeds)
         findings += _task_findings(task, result["per_seed"], variants, results["comparisons"]["size"], seeds)
     if "ablations" in results:
         findings += _ablation_findings(results["manifest"], results["ablations"]["per_seed"], seeds)
@@ -805,6 +987,47 @@ def _task_findings(
         findings.append(
             f"- {task}: no difference between variants survives the Holm correction ({family} comparisons) in any "
             "seed; the data do not rank them."
+        )
+    return findings
+
+
+def _chance_findings(task: str, result: dict[str, Any], variants: list[str], seeds: list[str]) -> list[str]:
+    """Which variants beat answering from the question alone, and whose answers depend on the image, in every seed
+    (each Holm-corrected within its own family)."""
+    per_seed = result["per_seed"]
+
+    def higher_in_every_seed(section: str, *keys: str) -> list[str]:
+        """The variants whose comparison at `per_seed[seed][section][name][keys...]` holds upwards in every seed."""
+        verdicts = {
+            name: consistency({seed: _at(per_seed[seed], [section, name, *keys]) for seed in seeds})
+            for name in variants
+        }
+        return [name for name, verdict in verdicts.items() if verdict.holds and verdict.direction > 0]
+
+    level = result["chance"]["mean"]
+    above = higher_in_every_seed("above_chance")
+    if above:
+        means = {name: statistics.fmean(per_seed[seed]["score"][name]["estimate"] for seed in seeds) for name in above}
+        findings = [
+            f"- {task}: above the question-only baseline ({level:.3f}){_in_every(seeds)}: "
+            + ", ".join(f"{name} {mean:.3f}" for name, mean in means.items())
+            + " (mean over seeds; after Holm correction)."
+        ]
+    else:
+        findings = [
+            f"- {task}: no variant scores above the question-only baseline ({level:.3f}){_in_every(seeds)} after "
+            "correction, so differences between variants here say nothing about what they see."
+        ]
+    seeing = higher_in_every_seed("image_dependence", "other")
+    if seeing:
+        findings.append(
+            f"- {task}: the answers of {', '.join(seeing)} depend on the image{_in_every(seeds)}: another item's image "
+            "lowers the probability of the reference answer (after Holm correction)."
+        )
+    else:
+        findings.append(
+            f"- {task}: no variant's answers are shown to depend on the image{_in_every(seeds)} (another item's "
+            "image changes the reference answer's probability by nothing the tests can tell from 0)."
         )
     return findings
 

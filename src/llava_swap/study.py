@@ -328,6 +328,7 @@ def evaluate_variant(study: StudyConfig, variant_dir: Path, folders: dict[str, P
     import numpy as np
     import torch
 
+    from .analysis.image_dependence import image_dependence, relevancy_blank_share
     from .analysis.relevancy import relevancy
     from .analysis.representations import pooled_hidden_states
     from .data.images import with_images
@@ -381,6 +382,12 @@ def evaluate_variant(study: StudyConfig, variant_dir: Path, folders: dict[str, P
             explained = relevancy(model, dict(single))
             maps.append({"id": row["id"], "image": str(row["images"][0]), **explained})
         target.relevancy.write_text(json.dumps(maps))
+
+        # Does the answer depend on the image? Counterfactually, on every test item; and the relevancy share the
+        # same prompts get with blank images, the control the real share is read against.
+        dependence = image_dependence(model, processor, rows, seed=study.data_seed)
+        dependence["relevancy_blank_share"] = relevancy_blank_share(model, processor, rows[: study.relevancy_examples])
+        target.image_dependence.write_text(json.dumps(dependence))
 
 
 __all__ = ["StudyConfig", "Variant", "default_study", "prepare_data", "run_study", "variant_recipe"]

@@ -14,6 +14,8 @@ downstream code depends on is faithful to the real checkpoints:
 * ``gemma`` (google/gemma-2b-it): SentencePiece-style BPE without the dummy prefix space, ``<pad>``/``<eos>``/
   ``<bos>``/``<unk>``/``<mask>``/turn tokens first, Gemma's chat template, tied embeddings, multi-query attention.
 * ``clip`` / ``siglip`` / ``dinov2``: vision towers with 32x32 images in 8x8 patches and their image processors.
+* ``clip-pretrained``: the ``clip`` tower pretrained to see the synthetic tasks' images (``pretraining.py``); the
+  study's default encoder, so that its tasks are learnable. Deterministic, built once (about a minute) and cached.
 
 The tokenizers are trained with the ``tokenizers`` library on an English corpus generated in code (shapes, colours,
 counting questions and seismology), so their vocabularies are small (about 2000 tokens) but realistic.
@@ -53,6 +55,8 @@ from .vocabulary import SEED, TokenizerSpec, build_tokenizer, bytelevel_tokenize
 
 LANGUAGE_FAMILIES: tuple[str, ...] = ("llama1", "llama2", "llama3", "gemma")
 VISION_KINDS: tuple[str, ...] = ("clip", "siglip", "dinov2")
+# Trained rather than only initialised (pretraining.py): built once per machine, then copied from a cache.
+PRETRAINED_VISION_KINDS: tuple[str, ...] = ("clip-pretrained",)
 
 # The chat template of google/gemma-2b-it, verbatim.
 _GEMMA_CHAT_TEMPLATE = (
@@ -334,8 +338,13 @@ def save_language_model(family: str, path: str | os.PathLike) -> pathlib.Path:
 
 
 def save_vision_model(kind: str, path: str | os.PathLike) -> pathlib.Path:
-    """Write a tiny vision encoder of ``kind`` (one of ``VISION_KINDS``) with its image processor to ``path``."""
-    spec: _VisionSpec = _lookup(_VISION_SPECS, kind, "vision kind")
+    """Write a tiny vision encoder of ``kind`` (``VISION_KINDS`` or ``PRETRAINED_VISION_KINDS``) with its image
+    processor to ``path``."""
+    if kind in PRETRAINED_VISION_KINDS:
+        from .pretraining import save_pretrained_clip
+
+        return save_pretrained_clip(path)
+    spec: _VisionSpec = _lookup({**_VISION_SPECS, **dict.fromkeys(PRETRAINED_VISION_KINDS)}, kind, "vision kind")
     out = pathlib.Path(path)
     out.mkdir(parents=True, exist_ok=True)
     _save_model(spec.model_cls, spec.config_cls(**spec.config), out)
@@ -343,4 +352,4 @@ def save_vision_model(kind: str, path: str | os.PathLike) -> pathlib.Path:
     return out
 
 
-__all__ = ["LANGUAGE_FAMILIES", "VISION_KINDS", "save_language_model", "save_vision_model"]
+__all__ = ["LANGUAGE_FAMILIES", "PRETRAINED_VISION_KINDS", "VISION_KINDS", "save_language_model", "save_vision_model"]
