@@ -160,7 +160,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     study_parser = _subcommand(commands, "study", "train and compare several backbones under one manifest")
     study_parser.add_argument(
-        "--config", default=None, help="study manifest YAML; default: tiny LLaMA-1/2/3, seeds 0 1 2"
+        "--config", default=None, help="study manifest YAML; default: tiny LLaMA-2/3 and Gemma, seeds 0 1 2"
     )
     study_parser.add_argument("--out", default=None, help="study folder (default: the manifest's, outputs/study)")
     study_parser.add_argument(

@@ -125,3 +125,33 @@ def test_relevancy_blank_share(model_and_processor, rows):
     share = relevancy_blank_share(model, processor, rows[:2])
     assert isinstance(share, float) and 0.0 <= share <= 1.0
     assert relevancy_blank_share(model, processor, rows[:2]) == share
+    assert relevancy_blank_share(model, processor, []) is None  # nothing explained (relevancy_examples: 0)
+
+
+def test_the_blank_control_explains_the_logits_it_is_given(model_and_processor, rows):
+    from llava_swap.analysis import relevancy as relevancy_module
+
+    model, processor = model_and_processor
+    explained = []
+    original = relevancy_module.relevancy
+
+    def recording(model, inputs, target_token=None):
+        result = original(model, inputs, target_token)
+        explained.append(result["target_token"])
+        return result
+
+    relevancy_module.relevancy = recording
+    try:
+        relevancy_blank_share(model, processor, rows[:2], target_tokens=[5, 7])
+    finally:
+        relevancy_module.relevancy = original
+    assert explained == [5, 7]
+
+
+def test_given_real_probabilities_are_used_and_checked(model_and_processor, rows):
+    model, processor = model_and_processor
+    computed = image_dependence(model, processor, rows, seed=0)
+    reused = image_dependence(model, processor, rows, seed=0, real=computed["real"])
+    assert reused["summary"] == computed["summary"]
+    with pytest.raises(ValueError, match="got 1 real-image probabilities for"):
+        image_dependence(model, processor, rows, real=[0.5])

@@ -105,3 +105,25 @@ def test_the_default_pretrained_encoder_sees_shapes_counts_and_seismic_classes(t
         baseline = _probe_accuracy(random_clip, pixels[rows], targets[name][rows], patch)
         assert gained > baseline + 0.05, (name, gained, baseline)
     assert np.isfinite(gained)
+
+
+def test_pretraining_leaves_out_the_scenes_that_repeat():
+    """Scenes of one shape are few and would include the tasks' test images: none is drawn for pretraining."""
+    processor = CLIPImageProcessorPil(**_VISION_SPECS["clip"].processor)
+    _, targets = P._dataset(QUICK, 32, processor.image_mean, processor.image_std)
+    counts = targets["count"][targets["count"] != P.IGNORE]
+    assert len(counts) > 0 and int(counts.min()) >= 2
+
+
+def test_a_rebuilt_encoder_changes_the_study_fingerprint(tmp_path, monkeypatch):
+    from llava_swap.study import default_study, variant_key, variant_recipe
+
+    assert tiny.build_key("clip") is None and tiny.build_key("clip-pretrained") == P.build_key()
+    study = default_study()
+    data = {"train": tmp_path / "train.json", "pretrain": tmp_path / "pretrain.json"}
+    for path in data.values():
+        path.write_text("[]")
+    recipe = variant_recipe(study, study.variants[0], data, tmp_path, seed=0)
+    before = variant_key(recipe, data)
+    monkeypatch.setattr(P, "VERSION", P.VERSION + 1)
+    assert variant_key(recipe, data) != before

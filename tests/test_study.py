@@ -32,6 +32,7 @@ def quick_study(out) -> dict:
     return {
         "name": "quick",
         "output_dir": str(out),
+        "vision_model": "tiny:clip",  # the untrained one: the pretrained encoder has tests of its own
         "seeds": [0, 1],
         "data_seed": 0,
         "train_per_task": 16,
@@ -219,6 +220,23 @@ def test_a_changed_entry_retrains_only_that_variant(study, tmp_path):
     }
 
 
+def test_changed_analysis_settings_evaluate_again_without_retraining(study, tmp_path):
+    import shutil
+
+    out, _ = study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    manifest = {**quick_study(copy), "seeds": [0], "relevancy_examples": 1}
+    weights = copy / "variants" / "llama3" / "seed-0" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    status = run_study(StudyConfig.from_dict(manifest), analyze=False)
+    assert status == {name: {0: "re-evaluated"} for name in ("llama2", "llama3", "llama3-no-pretrain")}
+    assert weights.stat().st_mtime_ns == before  # the model was not retrained
+    maps = json.loads((copy / "variants" / "llama3" / "seed-0" / "eval" / "vqa_scene" / "relevancy.json").read_text())
+    assert len(maps) == 1
+    assert run_study(StudyConfig.from_dict(manifest), analyze=False)["llama3"] == {0: "reused"}
+
+
 def test_an_added_seed_trains_only_the_new_runs(study, tmp_path, caplog):
     import logging
     import shutil
@@ -256,6 +274,31 @@ def test_the_default_study_runs_three_seeds_on_one_set_of_data():
 
     study = default_study()
     assert (study.seeds, study.data_seed) == ([0, 1, 2], 0)
+    assert study.vision_model == "tiny:clip-pretrained"  # an encoder that can see the tasks' images
+    assert [study.train_items(task) for task in study.tasks] == [4000, 1000, 1000]
+
+
+def test_training_items_per_task(tmp_path):
+    from llava_swap.study import DEFAULT_TRAIN, DEFAULT_TRAIN_ITEMS, prepare_data
+
+    manifest = {**quick_study(tmp_path), "train_per_task": {"vqa_scene": 12}}
+    study = StudyConfig.from_dict(manifest)
+    assert study.train_items("vqa_scene") == 12
+    assert study.train_items("seismic_description") == DEFAULT_TRAIN_ITEMS["seismic_description"]
+    # Unset, with tasks of the manifest's own: each task gets its default.
+    study = StudyConfig.from_dict({**manifest, "tasks": ["shapes"], "train_per_task": None})
+    assert study.train_items("shapes") == DEFAULT_TRAIN
+    study = StudyConfig.from_dict({**manifest, "train_per_task": {"vqa_scene": 12, "seismic_description": 3}})
+    prepare_data(study, tmp_path)
+    train = json.loads((tmp_path / "data" / "vqa_scene" / "train.json").read_text())
+    assert len(train) == 12
+    assert len(json.loads((tmp_path / "data" / "seismic_description" / "train.json").read_text())) == 3
+    with pytest.raises(ValueError, match=r"train_per_task names \['shapes'\], which are not among tasks"):
+        StudyConfig.from_dict({**manifest, "train_per_task": {"shapes": 5}})
+    with pytest.raises(ValueError, match="train_per_task for vqa_scene must be a positive integer; got 0"):
+        StudyConfig.from_dict({**manifest, "train_per_task": {"vqa_scene": 0}})
+    with pytest.raises(ValueError, match="train_per_task must be a number or one per task"):
+        StudyConfig.from_dict({**manifest, "train_per_task": "many"})
 
 
 def test_seed_manifest_errors():
@@ -285,7 +328,7 @@ def test_the_study_command_takes_seeds(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(llava_swap.study, "run_study", fake_run_study)
     assert main(["study", "--seeds", "4", "5", "--out", str(tmp_path)]) == 0
     assert seen == {"seeds": [4, 5], "data_seed": 0}
-    assert "llama1 seed 4 reused, llama1 seed 5 reused" in capsys.readouterr().out
+    assert "llama2 seed 4 reused, llama2 seed 5 reused" in capsys.readouterr().out
 
 
 def _comparison(estimate: float, p: float) -> dict:

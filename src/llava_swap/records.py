@@ -133,9 +133,14 @@ class TaskEvalLayout:
 
     folder: Path
 
+    @staticmethod
+    def root(variant_dir: Path) -> Path:
+        """Where a run keeps the evaluations of all its tasks."""
+        return Path(variant_dir) / "eval"
+
     @classmethod
     def for_variant(cls, variant_dir: Path, task: str) -> TaskEvalLayout:
-        return cls(Path(variant_dir) / "eval" / task)
+        return cls(cls.root(variant_dir) / task)
 
     @property
     def predictions(self) -> Path:  # predictions.jsonl, one evaluation record per item (evaluation.write_results)

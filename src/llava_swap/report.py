@@ -181,6 +181,11 @@ def _analyse_task(
     resampling = manifest["data_seed"]
     scores = {name: [r.score for r in by_variant[name]] for name in variants}
     blind_score = dict(zip(blind.ids, blind.scores, strict=True))
+    if set(blind_score) != {record.id for record in by_variant[variants[0]]}:
+        raise ValueError(
+            f"{task}, seed {seed}: the predictions were made on other test items than the study's data/{task}; run the "
+            "study again to re-evaluate them."
+        )
     chance = [blind_score[record.id] for record in by_variant[variants[0]]]  # in the aligned item order
     result: dict[str, Any] = {
         "metrics": {
@@ -208,7 +213,7 @@ def _analyse_task(
         "relevancy": _relevancy(layout, task, seed, variants),
         "above_chance": {name: compare_paired(scores[name], chance, seed=resampling) for name in variants},
         "by_question_type": {name: _by_question_type(by_variant[name]) for name in variants},
-        "image_dependence": _image_dependence(layout, task, seed, variants),
+        "image_dependence": _image_dependence(layout, task, seed, by_variant, resampling),
     }
     if get_task(task).structured_output:
         result["parse_rate"] = {
@@ -415,17 +420,33 @@ def _by_question_type(records: list[EvaluationRecord]) -> dict[str, float]:
     return {kind: statistics.fmean(values) for kind, values in sorted(groups.items())}
 
 
-def _image_dependence(layout: StudyLayout, task: str, seed: int, variants: list[str]) -> dict[str, Any]:
-    """Per variant: real - blank and real - other image (paired differences of the reference answer's probability),
-    and the relevancy image share with blank images (the control beside the real share)."""
+def _image_dependence(
+    layout: StudyLayout, task: str, seed: int, by_variant: dict[str, list[EvaluationRecord]], resampling: int
+) -> dict[str, Any]:
+    """Per variant: real - blank and real - other image (paired differences of the reference answer's probability,
+    recomputed here over the items in the aligned order, so a reordered file changes nothing), and the relevancy
+    image share with blank images (the control beside the real share)."""
     out = {}
-    for name in variants:
+    for name, records in by_variant.items():
         path = layout.task_eval(name, task, seed).image_dependence
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: run the study (llava-swap study) again to measure it.")
         stored = json.loads(path.read_text())
+        position = {item: index for index, item in enumerate(stored["ids"])}
+        order = [record.id for record in records]
+        if set(position) != set(order):
+            raise ValueError(
+                f"{path} was measured on other items than {task}'s predictions (seed {seed}, {name}); run the study "
+                "again to re-evaluate it."
+            )
+        real = [stored["real"][position[item]] for item in order]
         out[name] = {
-            **{counterfactual: stored["summary"][counterfactual] for counterfactual in COUNTERFACTUALS},
+            **{
+                counterfactual: compare_paired(
+                    real, [stored[counterfactual][position[item]] for item in order], seed=resampling
+                )
+                for counterfactual in COUNTERFACTUALS
+            },
             "relevancy_blank_share": stored["relevancy_blank_share"],
         }
     return out
@@ -624,6 +645,13 @@ def _plots_caption(results: dict[str, Any]) -> str:
     return f"Plots: training seed {seeds[0]}, the first of the study's {len(seeds)}; the tables give every seed."
 
 
+def _training_items(manifest: dict[str, Any]) -> str:
+    counts = manifest["train_per_task"]  # resolved per task when the study ran
+    if isinstance(counts, dict):
+        return " / ".join(f"{counts[task]} ({task})" for task in manifest["tasks"])
+    return str(counts)
+
+
 def _manifest_section(manifest: dict[str, Any]) -> list[str]:
     seeds = manifest["seeds"]
     lines = [
@@ -633,7 +661,7 @@ def _manifest_section(manifest: dict[str, Any]) -> list[str]:
         f"Vision encoder `{manifest['vision_model']}`; training seed{'s' if len(seeds) > 1 else ''} "
         f"{', '.join(map(str, seeds))} (every variant is trained once per seed: the initialisation of the new rows and "
         f"the projector, and the data order); data seed {manifest['data_seed']} (the same generated data for every "
-        f"seed); tasks {', '.join(manifest['tasks'])}; {manifest['train_per_task']} training and "
+        f"seed); tasks {', '.join(manifest['tasks'])}; {_training_items(manifest)} training and "
         f"{manifest['test_per_task']} test items per task; budget {manifest['pretrain_examples']} pretraining and "
         f"{manifest['finetune_examples']} finetuning examples per run (within a seed, the same images, answers and "
         "order for every variant).",
@@ -661,11 +689,14 @@ def _results_section(results: dict[str, Any], task: str, variants: list[str]) ->
         "|---|---|---|---|",
     ]
     for name in variants:
-        metrics = {
-            key: statistics.fmean(result["metrics"][name][key] for result in per_seed.values())
-            for key, value in per_seed[seeds[0]]["metrics"][name].items()
-            if isinstance(value, float)
-        }
+        # Over the seeds where a metric is a number: some are undefined in a seed (mean_error when no coordinate
+        # answer parses).
+        defined: dict[str, list[float]] = {}
+        for result in per_seed.values():
+            for key, value in result["metrics"][name].items():
+                if isinstance(value, float):
+                    defined.setdefault(key, []).append(value)
+        metrics = {key: statistics.fmean(values) for key, values in defined.items()}
         lines.append(
             f"| {name} | {_per_seed(format_interval(result['score'][name]) for result in per_seed.values())} "
             f"| {_spread(across['score'][name])} | " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + " |"
@@ -795,7 +826,7 @@ def _chance_section(results: dict[str, Any], variants: list[str]) -> list[str]:
     for task, result in results["tasks"].items():
         levels, across = result["chance"]["by_question_type"], result["across_seeds"]["by_question_type"]
         for kind, level in levels.items():
-            if kind == "all":
+            if kind == "all" or (kind == "None" and len(levels) == 2):  # no question types: "all" says it
                 continue
             cells = [_mean_sd(across[name][kind]) if kind in across[name] else "n/a" for name in variants]
             lines.append(f"| {task} | {kind} | {level:.3f} | " + " | ".join(cells) + " |")
@@ -834,7 +865,7 @@ def _image_dependence_section(results: dict[str, Any], variants: list[str]) -> l
         "both counterfactuals, every task, every seed).",
         "",
         f"| task | variant | real - blank per seed ({' / '.join(map(str, results['seeds']))}) | real - other image "
-        "per seed | adjusted p (blank; other) | depends on the image in every seed |",
+        "per seed | adjusted p (blank; other) | another item's image lowers it in every seed |",
         "|---|---|---|---|---|---|",
     ]
     for task, result in results["tasks"].items():
@@ -1020,9 +1051,15 @@ def _chance_findings(task: str, result: dict[str, Any], variants: list[str], see
         ]
     seeing = higher_in_every_seed("image_dependence", "other")
     if seeing:
+        drops = {
+            name: statistics.fmean(per_seed[seed]["image_dependence"][name]["other"]["estimate"] for seed in seeds)
+            for name in seeing
+        }
         findings.append(
             f"- {task}: the answers of {', '.join(seeing)} depend on the image{_in_every(seeds)}: another item's image "
-            "lowers the probability of the reference answer (after Holm correction)."
+            "lowers the probability of the reference answer by "
+            + ", ".join(f"{drop:.3g} ({name})" for name, drop in drops.items())
+            + " on average (after Holm correction)."
         )
     else:
         findings.append(

@@ -35,6 +35,10 @@ from .records import StudyLayout, TaskEvalLayout
 
 logger = logging.getLogger(__name__)
 
+# Training items of a task `train_per_task` leaves out. VQA-Scene gets the most: its answers are short (cheap) and
+# tying them to the image takes a tiny LM the most examples.
+DEFAULT_TRAIN_ITEMS = {"vqa_scene": 3000, "seismic_description": 1000, "seismic_coordinates": 2000}
+DEFAULT_TRAIN = 1000  # any other task
 DEFAULT_TASKS = ("vqa_scene", "seismic_description", "seismic_coordinates")
 VARIANT_DONE = "variant.json"
 
@@ -54,13 +58,17 @@ class StudyConfig:
     # Training seeds (initialisation of the new rows and the projector, data order): every variant runs once per seed.
     seeds: list[int] = field(default_factory=lambda: [0])
     data_seed: int = 0  # the generated data (and the analyses' resampling): the same for every training seed
-    vision_model: str = "tiny:clip"
+    # Pretrained on the synthetic images (tiny/pretraining.py): the random tiny CLIP cannot see shape or position,
+    # and a study on it would compare LLMs on tasks no model can solve.
+    vision_model: str = "tiny:clip-pretrained"
     tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
-    train_per_task: int = 400
-    test_per_task: int = 60
+    # Training items: one number for every task, or one per task ({task: n}); a task left out (or every task, when
+    # unset) gets its DEFAULT_TRAIN_ITEMS entry.
+    train_per_task: int | dict[str, int] | None = None
+    test_per_task: int = 200
     image_size: int = 32
-    pretrain_examples: int = 1200
-    finetune_examples: int = 3600
+    pretrain_examples: int = 2000
+    finetune_examples: int = 24000
     # Overrides of the default recipe's stage settings: common keys for both stages, or under `pretrain:` / `finetune:`.
     recipe: dict[str, Any] = field(default_factory=dict)
     torch_dtype: str | None = None
@@ -100,11 +108,35 @@ class StudyConfig:
         changed.validate(source)
         return changed
 
+    def train_items(self, task: str) -> int:
+        """How many training items `task` gets."""
+        if isinstance(self.train_per_task, int) and not isinstance(self.train_per_task, bool):
+            return self.train_per_task
+        given = self.train_per_task if isinstance(self.train_per_task, dict) else {}
+        return given.get(task, DEFAULT_TRAIN_ITEMS.get(task, DEFAULT_TRAIN))
+
     def validate(self, source: str = "study") -> None:
         from .tasks import get_task
 
         for task in self.tasks:
             get_task(task)
+        if not (self.train_per_task is None or isinstance(self.train_per_task, int | dict)):
+            raise ValueError(
+                f"{source}: train_per_task must be a number or one per task ({{task: n}}); got {self.train_per_task!r}."
+            )
+        if isinstance(self.test_per_task, bool) or not isinstance(self.test_per_task, int) or self.test_per_task < 2:
+            raise ValueError(
+                f"{source}: test_per_task must be at least 2 (image dependence swaps images between test items); "
+                f"got {self.test_per_task!r}."
+            )
+        if isinstance(self.train_per_task, dict):
+            unknown = sorted(set(self.train_per_task) - set(self.tasks))
+            if unknown:
+                raise ValueError(f"{source}: train_per_task names {unknown}, which are not among tasks {self.tasks}.")
+        for task in self.tasks:
+            count = self.train_items(task)
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ValueError(f"{source}: train_per_task for {task} must be a positive integer; got {count!r}.")
         _check_seeds(self.seeds, self.data_seed, source)
         names = [variant.name for variant in self.variants]
         if len(names) < 2:
@@ -150,16 +182,17 @@ def _check_seeds(seeds: Any, data_seed: Any, source: str) -> None:
 
 
 def default_study() -> StudyConfig:
-    """Tiny LLaMA-1-, LLaMA-2- and LLaMA-3-style backbones with one tiny CLIP on the three synthetic tasks, each
-    trained with three seeds on one set of data."""
+    """Tiny LLaMA-2-, LLaMA-3- and Gemma-style backbones with the pretrained tiny CLIP on the three synthetic tasks,
+    each trained with three seeds on one set of data. (The tiny LLaMA-1 shares LLaMA-2's weights and tokenizer, so
+    comparing the two says little; `study-back-to-the-barn.yaml` compares the real LLaMA-1/2/3.)"""
     return StudyConfig.from_dict(
         {
             "seeds": [0, 1, 2],
             "data_seed": 0,
             "variants": [
-                {"name": "llama1", "language_model": "tiny:llama1"},
                 {"name": "llama2", "language_model": "tiny:llama2"},
                 {"name": "llama3", "language_model": "tiny:llama3"},
+                {"name": "gemma", "language_model": "tiny:gemma"},
             ],
             "baseline": "llama3",
         },
@@ -225,9 +258,34 @@ def variant_key(recipe: Recipe, data: dict[str, Path]) -> str:
     settings.pop("output_dir")
     settings.pop("vision_feature_cache")  # a location too; cached features are keyed by their own content
     settings["data"] = {k: v for k, v in settings["data"].items() if k not in ("train", "pretrain", "image_root")}
+    vision = recipe.model.vision_model
+    if vision.startswith("tiny:"):  # a trained tiny encoder is named, not versioned, by its source string
+        from . import tiny
+
+        settings["vision_build"] = tiny.build_key(vision.split(":", 1)[1])
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for split in sorted(data):
         digest.update(Path(data[split]).read_bytes())
+    return digest.hexdigest()
+
+
+# Bump when evaluate_variant stores something new: finished runs are then evaluated again, not retrained.
+EVALUATION_VERSION = 2  # 2: image dependence
+
+
+def evaluation_key(study: StudyConfig, folders: dict[str, Path]) -> str:
+    """Hash of what a run's evaluation depends on beside its weights: the test items, the analysis settings and
+    EVALUATION_VERSION. When only this changes, a finished run is evaluated again without retraining."""
+    settings = {
+        "version": EVALUATION_VERSION,
+        "analysis_items": study.analysis_items,
+        "relevancy_examples": study.relevancy_examples,
+        "data_seed": study.data_seed,  # seeds the image perturbation and the swapped images
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for task in sorted(folders):
+        digest.update(task.encode())
+        digest.update((Path(folders[task]) / "test.json").read_bytes())
     return digest.hexdigest()
 
 
@@ -242,7 +300,7 @@ def prepare_data(study: StudyConfig, out: Path) -> tuple[dict[str, Path], dict[s
         folder = data_dir / task
         get_task(task).generate(
             folder,
-            n_train=study.train_per_task,
+            n_train=study.train_items(task),
             n_val=1,
             n_test=study.test_per_task,
             seed=study.data_seed,
@@ -264,11 +322,13 @@ def prepare_data(study: StudyConfig, out: Path) -> tuple[dict[str, Path], dict[s
 
 def run_study(study: StudyConfig, out_dir: str | None = None, analyze: bool = True) -> dict[str, dict[int, str]]:
     """Trains and evaluates every variant with every seed (reusing finished runs), then writes results.json and
-    report.md. Returns {variant: {seed: "reused" or "trained"}}."""
+    report.md. Returns {variant: {seed: "reused", "re-evaluated" or "trained"}}."""
     out = Path(out_dir or study.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     layout = StudyLayout(out)
-    layout.manifest.write_text(json.dumps(dataclasses.asdict(study), indent=2))
+    # Resolved, so the report states what was trained whatever the defaults of a later release.
+    resolved = {**dataclasses.asdict(study), "train_per_task": {task: study.train_items(task) for task in study.tasks}}
+    layout.manifest.write_text(json.dumps(resolved, indent=2))
     data, folders = prepare_data(study, out)
     # Seed by seed: an interrupted study has complete seeds to compare first.
     runs = [(variant, seed) for seed in study.seeds for variant in study.variants]
@@ -297,16 +357,23 @@ def _warn_if_unseeded(layout: StudyLayout, name: str) -> None:
 
 def run_variant(study: StudyConfig, variant: Variant, recipe: Recipe, data, folders, label: str = "") -> str:
     """Trains and evaluates one run (`recipe` holds its seed and folder) unless an identical finished run exists;
-    returns 'reused' or 'trained'."""
+    returns 'reused', 're-evaluated' (the same training, but other test items or analysis settings) or 'trained'."""
     from .training import run_recipe
 
     run_dir = Path(recipe.output_dir)
     label = label or f"[study] {variant.name} seed {recipe.seed}"
-    key = variant_key(recipe, data)
+    key, evaluation = variant_key(recipe, data), evaluation_key(study, folders)
     done = run_dir / VARIANT_DONE
-    if done.exists() and json.loads(done.read_text()).get("fingerprint") == key:
-        logger.info(f"{label}: finished before with the same manifest entry: reused")
-        return "reused"
+    finished = json.loads(done.read_text()) if done.exists() else {}
+    if finished.get("fingerprint") == key:
+        if finished.get("evaluation") == evaluation:
+            logger.info(f"{label}: finished before with the same manifest entry: reused")
+            return "reused"
+        logger.info(f"{label}: trained before with the same manifest entry; evaluating it again")
+        shutil.rmtree(TaskEvalLayout.root(run_dir), ignore_errors=True)
+        evaluate_variant(study, run_dir, folders)
+        done.write_text(json.dumps({**finished, "evaluation": evaluation}, indent=2))
+        return "re-evaluated"
     if run_dir.exists():  # a changed entry or an interrupted run: start this run afresh
         shutil.rmtree(run_dir)
     logger.info(f"{label}: training {variant.language_model} + {variant.vision_model or study.vision_model}")
@@ -314,6 +381,7 @@ def run_variant(study: StudyConfig, variant: Variant, recipe: Recipe, data, fold
     evaluate_variant(study, run_dir, folders)
     record = {
         "fingerprint": key,
+        "evaluation": evaluation,
         "variant": dataclasses.asdict(variant),
         "seed": recipe.seed,
         "train": summary.to_dict(),
@@ -324,7 +392,8 @@ def run_variant(study: StudyConfig, variant: Variant, recipe: Recipe, data, fold
 
 def evaluate_variant(study: StudyConfig, variant_dir: Path, folders: dict[str, Path]) -> None:
     """Per task, for one run (`variant_dir`): predictions.jsonl + metrics.json, answer probabilities; then
-    representations and relevancy. The perturbation of the images uses `data_seed`, the same for every run."""
+    representations, relevancy and image dependence (with the blank-image relevancy control). The perturbation of
+    the images and the swapped images use `data_seed`, the same for every run."""
     import numpy as np
     import torch
 
@@ -385,8 +454,12 @@ def evaluate_variant(study: StudyConfig, variant_dir: Path, folders: dict[str, P
 
         # Does the answer depend on the image? Counterfactually, on every test item; and the relevancy share the
         # same prompts get with blank images, the control the real share is read against.
-        dependence = image_dependence(model, processor, rows, seed=study.data_seed)
-        dependence["relevancy_blank_share"] = relevancy_blank_share(model, processor, rows[: study.relevancy_examples])
+        real = [record.prob_correct for record in result.records]
+        dependence = image_dependence(model, processor, rows, seed=study.data_seed, real=real)
+        targets = [item["target_token"] for item in maps]  # the blank control explains the same logits
+        dependence["relevancy_blank_share"] = relevancy_blank_share(
+            model, processor, rows[: study.relevancy_examples], targets
+        )
         target.image_dependence.write_text(json.dumps(dependence))
 
 

@@ -122,7 +122,9 @@ def _with_images(rows: list[dict], images: list[list]) -> list[dict]:
     return [{**row, "images": list(replacement)} for row, replacement in zip(rows, images, strict=True)]
 
 
-def image_dependence(model, processor, rows: list[dict], seed: int = 0, batch_size: int = 16) -> dict[str, Any]:
+def image_dependence(
+    model, processor, rows: list[dict], seed: int = 0, batch_size: int = 16, real: list[float] | None = None
+) -> dict[str, Any]:
     """Teacher-forced reference-answer probability per item under the real, a blank and another item's image.
 
     Returns (all JSON-serialisable):
@@ -142,7 +144,10 @@ def image_dependence(model, processor, rows: list[dict], seed: int = 0, batch_si
     donors = _donors(rows, seed)
     blanks = [[blank_image(image) for image in row.get("images") or []] for row in rows]
     others = [[] if donor is None else list(rows[donor]["images"]) for donor in donors]
-    real = answer_probabilities(model, processor, rows, batch_size=batch_size)
+    if real is None:  # the caller may have them already (the study's prob_correct)
+        real = answer_probabilities(model, processor, rows, batch_size=batch_size)
+    elif len(real) != len(rows):
+        raise ValueError(f"image_dependence got {len(real)} real-image probabilities for {len(rows)} rows")
     blank = answer_probabilities(model, processor, _with_images(rows, blanks), batch_size=batch_size)
     other = answer_probabilities(model, processor, _with_images(rows, others), batch_size=batch_size)
     result = {
@@ -169,21 +174,23 @@ def image_dependence(model, processor, rows: list[dict], seed: int = 0, batch_si
     return result
 
 
-def relevancy_blank_share(model, processor, rows: list[dict]) -> float:
+def relevancy_blank_share(model, processor, rows: list[dict], target_tokens: list[int] | None = None) -> float | None:
     """Mean relevancy image share (`relevancy.relevancy`) over `rows` with every image blanked.
 
     The control for the real share: the same prompts, built as the study builds them for relevancy (one prompt at a
-    time, generation prompt added), each explaining its own greedy first answer token. A real share close to this one
-    says the share reflects where image tokens sit, not what the image shows.
+    time, generation prompt added), each explaining `target_tokens` (pass the tokens the real-image maps explained,
+    so both explain the same logit; default: each prompt's own greedy first answer token). A real share close to this
+    one says the share reflects where image tokens sit, not what the image shows. None for no rows.
     """
     from ..data.images import with_images
     from ..evaluation import prompt_messages
     from .relevancy import relevancy
 
     if not rows:
-        raise ValueError("relevancy_blank_share got no rows: pass the items to explain")
+        return None  # nothing explained, nothing to compare with
+    targets = target_tokens if target_tokens is not None else [None] * len(rows)
     shares = []
-    for row in rows:
+    for row, target in zip(rows, targets, strict=True):
         images = [blank_image(image) for image in row.get("images") or []]
         single = processor.apply_chat_template(
             with_images(prompt_messages(row), images),
@@ -192,7 +199,7 @@ def relevancy_blank_share(model, processor, rows: list[dict]) -> float:
             return_dict=True,
             return_tensors="pt",
         ).to(model.device)
-        shares.append(relevancy(model, dict(single))["image_share"])
+        shares.append(relevancy(model, dict(single), target_token=target)["image_share"])
     share = float(np.mean(shares))
     logger.info("relevancy image share with blank images over %d items: %.4f", len(rows), share)
     return share

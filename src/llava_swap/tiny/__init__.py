@@ -337,6 +337,16 @@ def save_language_model(family: str, path: str | os.PathLike) -> pathlib.Path:
     return out
 
 
+def build_key(kind: str) -> str | None:
+    """What a trained kind (``PRETRAINED_VISION_KINDS``) was built from, as a hash; None for the others, which are
+    only initialised. Fingerprints of runs that use one include it, so a rebuilt encoder is never mixed in."""
+    if kind not in PRETRAINED_VISION_KINDS:
+        return None
+    from .pretraining import build_key as pretraining_key
+
+    return pretraining_key()
+
+
 def save_vision_model(kind: str, path: str | os.PathLike) -> pathlib.Path:
     """Write a tiny vision encoder of ``kind`` (``VISION_KINDS`` or ``PRETRAINED_VISION_KINDS``) with its image
     processor to ``path``."""
@@ -352,4 +362,11 @@ def save_vision_model(kind: str, path: str | os.PathLike) -> pathlib.Path:
     return out
 
 
-__all__ = ["LANGUAGE_FAMILIES", "PRETRAINED_VISION_KINDS", "VISION_KINDS", "save_language_model", "save_vision_model"]
+__all__ = [
+    "LANGUAGE_FAMILIES",
+    "PRETRAINED_VISION_KINDS",
+    "VISION_KINDS",
+    "build_key",
+    "save_language_model",
+    "save_vision_model",
+]

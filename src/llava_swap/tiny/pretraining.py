@@ -2,20 +2,23 @@
 
 A frozen random encoder cannot tell a circle from a square or left from right, so with it no LLM can learn VQA-Scene
 and a study compares backbones on a task nobody can solve. This module pretrains the tiny CLIP of `tiny:clip` on
-images drawn by the task generators from their own random stream (never an image of a task's splits), supervised by
-the factors each generator drew (data, not branches: `TARGETS`):
+images drawn by the task generators from their own random stream, leaving out the few kinds of image that repeat
+(scenes of one shape), so that no image of a task's splits is among them; supervised by the factors each generator
+drew (data, not branches: `TASK_IMAGES`):
 
 * per patch token: the shape, colour, both together, grid row and column of the scene object covering most of the patch, and
   whether the patch holds the seismic event's disc; what a token says is about its own region, as LLaVA's projector
   reads tokens one by one;
 * per image, from the mean of the patch tokens (an attention head can read a mean): the number of shapes, the count
-  per colour, the leftmost and rightmost shape, the seismic record's trace count, amplitude and frequency classes,
+  per colour, the colour of the one shape of each kind and the kind of the one shape of each colour, the column of
+  each coloured shape (0 when absent), the leftmost and rightmost shape, the seismic record's trace count, amplitude and frequency classes,
   P and S arrival times, and the event's coordinates.
 
 Linear heads read both of the last two layers (LLaVA reads the second to last, `vision_feature_layer=-2`) and are
 dropped afterwards: the checkpoint is an ordinary `CLIPVisionModel` with the `tiny:clip` config and image processor.
-Training is seeded and runs in about a minute on 2 CPU cores; the result is cached under `cache_dir()` (keyed by the
-settings and `VERSION`) and copied from there, so a study builds it once per machine.
+Training is seeded and runs in about a minute on 2 CPU cores; the result is cached under `cache_dir()` (keyed by
+`build_key`: the settings, the starting config and `VERSION`) and copied from there, so a study builds it once per
+machine. It is deterministic on one machine; CPU float arithmetic may differ in the last bits elsewhere.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-VERSION = 1  # bump when the data, targets or training change: the cache key includes it
+VERSION = 2  # bump when the data, targets or training change: the cache key includes it
 CACHE_ENV = "LLAVA_SWAP_CACHE"
 IGNORE = -100
 PATCHES = 4  # patches per side: 32 px images in 8 px patches
@@ -97,8 +100,28 @@ def _scene_targets(meta: Mapping, image_size: int) -> dict:
         "leftmost": extreme(min(columns)),
         "rightmost": extreme(max(columns)),
         **{f"count_{c}": sum(obj["colour"] == c for obj in objects) for c in colours},
+        # What a scene question asks, readable from the mean token: the colour of the one shape of a kind, the
+        # kind of the one shape of a colour, and the grid column of each coloured shape (presence and order at once).
+        **{f"colour_of_{k}": _class(_unique(objects, shape=k), "colour", colours) for k in SHAPES},
+        **{f"shape_of_{c}": _class(_unique(objects, colour=c), "shape", SHAPES) for c in colours},
+        **{
+            f"column_of_{c}_{k}": _class(_unique(objects, colour=c, shape=k), "col", (0, 1, 2))
+            for c in colours
+            for k in SHAPES
+        },
     }
     return {**{f"patch_{k}": v for k, v in patch.items()}, **image}
+
+
+def _unique(objects: list[dict], **fields) -> dict | None:
+    """The one object with these field values; None when there is none or there are several."""
+    found = [obj for obj in objects if all(obj[key] == value for key, value in fields.items())]
+    return found[0] if len(found) == 1 else None
+
+
+def _class(obj: dict | None, key: str, values) -> int:
+    """1 + the position of `obj[key]` in `values`; 0 for no object (class 0 means "none" in every scene target)."""
+    return 0 if obj is None else 1 + list(values).index(obj[key])
 
 
 def _description_targets(meta: Mapping, image_size: int) -> dict:
@@ -143,6 +166,10 @@ def _targets_table() -> dict[str, Target]:
         "patch_event": Target("patch", 2),
         "count": Target("image", MAX_OBJECTS + 1),
         **{f"count_{c}": Target("image", MAX_OBJECTS + 1) for c in sorted(COLOURS)},
+        **{f"colour_of_{k}": Target("image", none_or + len(COLOURS)) for k in SHAPES},
+        **{f"shape_of_{c}": Target("image", none_or + len(SHAPES)) for c in sorted(COLOURS)},
+        # 0: absent (or several), else 1 + its grid column: presence and left/right order at once
+        **{f"column_of_{c}_{k}": Target("image", none_or + 3) for c in sorted(COLOURS) for k in SHAPES},
         "leftmost": Target("image", none_or + len(SHAPES)),
         "rightmost": Target("image", none_or + len(SHAPES)),
         "traces": Target("image", 4),
@@ -155,11 +182,22 @@ def _targets_table() -> dict[str, Target]:
     }
 
 
-# task -> (its targets from an item's meta, the setting that says how many images)
-TASK_TARGETS: dict[str, tuple[Callable[[Mapping, int], dict], str]] = {
-    "vqa_scene": (_scene_targets, "scenes"),
-    "seismic_description": (_description_targets, "seismic"),
-    "seismic_coordinates": (_coordinate_targets, "seismic"),
+@dataclass(frozen=True)
+class TaskImages:
+    """What one task's generator contributes: the targets of an item, how many items, which items are kept."""
+
+    targets: Callable[[Mapping, int], dict]
+    count_setting: str  # the PretrainingSettings field giving the number of items drawn
+    keep: Callable[[Mapping], bool] = lambda meta: True
+
+
+TASK_IMAGES: dict[str, TaskImages] = {
+    # Scenes of one shape are few enough (9 cells x 3 shapes x 6 colours x 2 sizes, plus the small shapes' offsets)
+    # that a task's test image would often be drawn here too, and the encoder trained on what it shows. Scenes of
+    # two or more shapes practically never repeat, and teach every target as well.
+    "vqa_scene": TaskImages(_scene_targets, "scenes", keep=lambda meta: len(meta["objects"]) >= 2),
+    "seismic_description": TaskImages(_description_targets, "seismic"),  # noise makes every image unique
+    "seismic_coordinates": TaskImages(_coordinate_targets, "seismic"),  # 100 x 100 positions, random stations
 }
 
 
@@ -174,12 +212,15 @@ def _dataset(settings: PretrainingSettings, image_size: int, mean, std) -> tuple
 
     table = _targets_table()
     pixels, columns = [], {name: [] for name in table}
-    for task, (targets_of, count_field) in TASK_TARGETS.items():
-        # A stream of its own: the pretraining images are never those of a task's train/val/test splits.
+    for task, source in TASK_IMAGES.items():
+        # A stream of its own, and only images that practically never repeat (TASK_IMAGES): not the images of a
+        # task's train/val/test splits.
         rng = random.Random(f"encoder-pretraining-{task}-{settings.seed}")
-        for item in get_task(task).module._items(rng, getattr(settings, count_field), image_size):
+        for item in get_task(task).module._items(rng, getattr(settings, source.count_setting), image_size):
+            if not source.keep(item.meta):
+                continue
             pixels.append(np.asarray(item.image.convert("RGB"), dtype=np.float32))
-            values = targets_of(item.meta, image_size)
+            values = source.targets(item.meta, image_size)
             for name, target in table.items():
                 default = [IGNORE] * PATCHES**2 if target.level == "patch" else IGNORE
                 columns[name].append(values.get(name, default if target.classes else float("nan")))
@@ -231,8 +272,8 @@ def pretrain_clip(path: str | os.PathLike, settings: PretrainingSettings | None 
     config = spec.config_cls(**spec.config)
     processor = CLIPImageProcessorPil(**spec.processor)
     pixels, targets = _dataset(settings, config.image_size, processor.image_mean, processor.image_std)
-    with _deterministic_init(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
+    with _deterministic_init():
+        torch.random.default_generator.manual_seed(settings.seed)  # the CPU's only: the caller's CUDA RNG is untouched
         model = CLIPVisionModel(config).to(torch.float32)
         heads = nn.ModuleList(_Heads(config.hidden_size, _targets_table()) for _ in READ_LAYERS)
         parameters = [*model.parameters(), *heads.parameters()]
@@ -283,10 +324,10 @@ def save_pretrained_clip(path: str | os.PathLike, settings: PretrainingSettings 
     """
     from filelock import FileLock
 
-    settings = settings or PretrainingSettings()
-    key = hashlib.sha256(json.dumps({"version": VERSION, **asdict(settings)}, sort_keys=True).encode()).hexdigest()
-    cached = cache_dir() / "tiny" / f"clip-pretrained-{key[:16]}"
+    cached = cache_dir() / "tiny" / f"clip-pretrained-{build_key(settings)[:16]}"
     cached.parent.mkdir(parents=True, exist_ok=True)
+    out = pathlib.Path(path)
+    out.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cached) + ".lock"):
         if not cached.exists():
             logger.info(f"Pretraining tiny:clip-pretrained on synthetic images (once per machine) into {cached}")
@@ -294,11 +335,29 @@ def save_pretrained_clip(path: str | os.PathLike, settings: PretrainingSettings 
             with tempfile.TemporaryDirectory(dir=cached.parent) as scratch:
                 built = pretrain_clip(pathlib.Path(scratch) / "model", settings)
                 built.rename(cached)
-    out = pathlib.Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    for item in cached.iterdir():
-        shutil.copy2(item, out / item.name)
+        # Copied under the lock too, each file through a temporary name: a process loading `out` (another rank that
+        # got here first) never reads a half-written file.
+        for item in cached.iterdir():
+            if not (out / item.name).exists() or (out / item.name).read_bytes() != item.read_bytes():
+                partial = out / f".{item.name}.partial"
+                shutil.copy2(item, partial)
+                os.replace(partial, out / item.name)
     return out
 
 
-__all__ = ["PretrainingSettings", "cache_dir", "pretrain_clip", "save_pretrained_clip"]
+def build_key(settings: PretrainingSettings | None = None) -> str:
+    """What the built encoder depends on: VERSION, the settings and the `tiny:clip` config and image processor it
+    starts from. A study puts it in its runs' fingerprints, so a rebuilt encoder retrains them."""
+    from . import _VISION_SPECS
+
+    spec = _VISION_SPECS["clip"]
+    identity = {
+        "version": VERSION,
+        **asdict(settings or PretrainingSettings()),
+        "config": dict(spec.config),
+        "processor": dict(spec.processor),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+__all__ = ["PretrainingSettings", "build_key", "cache_dir", "pretrain_clip", "save_pretrained_clip"]
