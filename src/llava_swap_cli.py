@@ -171,6 +171,18 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="SEED",
         help="training seeds, instead of the manifest's (every variant runs once per seed; the data seed stays)",
     )
+    study_parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="print one command per (variant, seed) run, to spread them over machines, and the one that merges them",
+    )
+    study_parser.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="NAME[@SEED]",
+        help="run only these runs (a variant at one seed, or at every seed); then `llava-swap analyze`",
+    )
 
     analyze_parser = _subcommand(commands, "analyze", "rebuild a study's report from its stored records")
     analyze_parser.add_argument("--study", required=True, help="the study folder")

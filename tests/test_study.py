@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from llava_swap.cli import main
 from llava_swap.study import StudyConfig, run_study
@@ -180,6 +181,84 @@ def test_analyze_rebuilds_the_report_from_records(study, capsys):
     assert main(["analyze", "--study", str(out)]) == 0
     assert (out / "report.md").exists() and "rebuilt from stored records" in capsys.readouterr().out
     assert json.loads((out / "results.json").read_text())["tasks"] == expected["tasks"]
+
+
+def test_plan_prints_one_command_per_run_and_the_merge(tmp_path, capsys):
+    config = tmp_path / "quick.yaml"
+    config.write_text(yaml.safe_dump(quick_study(tmp_path / "out")))
+    assert main(["study", "--config", str(config), "--out", str(tmp_path / "out"), "--plan"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    runs = [f"{name}@{seed}" for seed in (0, 1) for name in ("llama2", "llama3", "llama3-no-pretrain")]
+    assert lines == [f"llava-swap study --config {config} --out {tmp_path / 'out'} --only {run}" for run in runs] + [
+        f"llava-swap analyze --study {tmp_path / 'out'}"
+    ]
+    assert not (tmp_path / "out").exists()  # a plan does no work
+    assert main(["study", "--plan", "--seeds", "3", "--out", "o"]) == 0
+    assert "llava-swap study --out o --seeds 3 --only gemma@3" in capsys.readouterr().out
+
+
+def test_only_jobs_then_analyze_reproduce_the_single_process_results(study, tmp_path, capsys):
+    """A run done alone (`--only`, as on another machine) and merged by `analyze` gives the study's results.json."""
+    import shutil
+
+    out, _ = study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    for name in ("results.json", "report.md"):
+        (copy / name).unlink()
+    shutil.rmtree(copy / "variants" / "llama3" / "seed-1")
+    config = tmp_path / "quick.yaml"
+    config.write_text(yaml.safe_dump(quick_study(copy)))
+    assert main(["study", "--config", str(config), "--only", "llama3@1"]) == 0
+    said = capsys.readouterr().out
+    assert "runs: llama3 seed 1 trained" in said and f"llava-swap analyze --study {copy}" in said
+    assert not (copy / "report.md").exists()  # one job never writes the report
+    assert main(["analyze", "--study", str(copy)]) == 0
+    expected = json.loads((out / "results.json").read_text())
+    merged = json.loads((copy / "results.json").read_text())
+    assert merged["tasks"] == expected["tasks"]
+    assert (merged["comparisons"], merged["ablations"], merged["missing"]) == (
+        expected["comparisons"],
+        expected["ablations"],
+        [],
+    )
+
+
+def test_analyze_covers_the_complete_seeds_and_names_missing_runs(study, tmp_path, capsys):
+    import shutil
+
+    out, _ = study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "variants" / "llama3" / "seed-1" / "variant.json").unlink()  # a job still running
+    assert main(["analyze", "--study", str(copy)]) == 0
+    results = json.loads((copy / "results.json").read_text())
+    assert (results["seeds"], results["missing"]) == ([0], ["llama3@1"])
+    assert results["comparisons"]["size"] == 9  # 3 pairs x 3 tasks x 1 seed
+    assert "**Partial:** runs not finished yet, left out with their seeds: llama3@1" in (copy / "report.md").read_text()
+    (copy / "variants" / "llama2" / "seed-0" / "variant.json").unlink()
+    assert main(["analyze", "--study", str(copy)]) == 2
+    assert "no training seed has every run finished (missing: llama2@0, llama3@1)" in capsys.readouterr().err
+
+
+def test_only_names_a_run_of_the_study(tmp_path, capsys):
+    assert main(["study", "--only", "llama9@0", "--out", str(tmp_path / "o")]) == 2
+    error = capsys.readouterr().err
+    assert "--only llama9@0: no such run in this study; its runs are llama2@0, llama3@0, gemma@0" in error
+    assert not (tmp_path / "o").exists()
+
+
+def test_data_are_generated_once_for_jobs_sharing_a_study(tmp_path):
+    from llava_swap.study import prepare_data
+
+    study = StudyConfig.from_dict({**quick_study(tmp_path), "tasks": ["vqa_scene"]})
+    prepare_data(study, tmp_path)
+    train = tmp_path / "data" / "train.json"
+    stamp = train.stat().st_mtime_ns
+    prepare_data(study, tmp_path)  # another job of the same study: the files another job reads stay untouched
+    assert train.stat().st_mtime_ns == stamp
+    prepare_data(StudyConfig.from_dict({**quick_study(tmp_path), "tasks": ["vqa_scene"], "data_seed": 1}), tmp_path)
+    assert train.stat().st_mtime_ns != stamp  # other data: generated again
 
 
 def test_reordering_a_predictions_file_changes_nothing(study, tmp_path):
@@ -359,6 +438,7 @@ def _results(differences: dict[str, tuple[float, float]], controls: tuple[float,
     seeds = [int(seed) for seed in differences]
     return {
         "manifest": {"seeds": seeds},
+        "seeds": seeds,
         "comparisons": {"size": len(seeds)},
         "tasks": {"vqa_scene": {"chance": {"mean": 0.25}, "per_seed": per_seed}},
     }

@@ -209,16 +209,24 @@ def generate_data(args: argparse.Namespace) -> int:
 
 
 def study(args: argparse.Namespace) -> int:
-    from .study import StudyConfig, default_study, run_study
+    from .study import StudyConfig, default_study, plan, run_study, select_jobs
 
     config = StudyConfig.from_yaml(args.config) if args.config else default_study()
     if args.seeds is not None:
         config = config.with_seeds(args.seeds)
     out = args.out or config.output_dir
-    status = run_study(config, out)
+    if args.plan:
+        print("\n".join(plan(config, out, args.config, args.seeds)))
+        return 0
+    if args.only is not None:
+        select_jobs(config, args.only)  # a name that is no run fails here, before any data is written
+    status = run_study(config, out, only=args.only)
     runs = [f"{name} seed {seed} {state}" for name, by_seed in status.items() for seed, state in by_seed.items()]
     print("runs: " + ", ".join(runs))
-    print(f"report: {Path(out) / 'report.md'} (numbers in results.json, plots in plots/)")
+    if args.only is None:
+        print(f"report: {Path(out) / 'report.md'} (numbers in results.json, plots in plots/)")
+    else:
+        print(f"when every run has finished: llava-swap analyze --study {out}")
     return 0
 
 

@@ -167,6 +167,9 @@ class TaskEvalLayout:
         return self.folder / "image_dependence.json"
 
 
+RUN_RECORD = "variant.json"
+
+
 @dataclass(frozen=True)
 class StudyLayout:
     """A study folder: the manifest, shared data and feature cache, one folder per variant and training seed
@@ -204,6 +207,10 @@ class StudyLayout:
     def variant_root(self, name: str) -> Path:
         """Every training run of one variant, a folder per seed."""
         return self.root / "variants" / name
+
+    def run_record(self, name: str, seed: int) -> Path:
+        """Written last by a run that finished (its fingerprints and training summary): what "finished" means."""
+        return self.variant(name, seed) / RUN_RECORD
 
     def variant(self, name: str, seed: int) -> Path:
         """One training run, the variant trained with `seed`: its model, stages, `train_summary.json` and `eval/`."""

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 import statistics
 from collections.abc import Iterable, Sequence
@@ -65,6 +66,8 @@ from .metrics import calibration
 from .records import EvaluationRecord, StudyLayout
 from .tasks import get_task
 
+logger = logging.getLogger(__name__)
+
 COUNTERFACTUALS = ("blank", "other")  # the image replaced by a blank one, and by another item's image
 Records = dict[str, dict[str, list[EvaluationRecord]]]  # task -> variant -> records, aligned by item id
 
@@ -78,6 +81,26 @@ def _manifest(layout: StudyLayout) -> dict[str, Any]:
             "variants/<name>/seed-<seed>/."
         )
     return manifest
+
+
+def _finished(layout: StudyLayout, manifest: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The training seeds whose runs have all finished, and the runs (NAME@SEED) not finished yet. Jobs of a study
+    spread over machines (`--only`) finish in any order: the report covers the complete seeds and names the rest."""
+    done = {
+        (name, seed): layout.run_record(name, seed).exists()
+        for seed in manifest["seeds"]
+        for name in _variants(manifest)
+    }
+    missing = [f"{name}@{seed}" for (name, seed), finished in done.items() if not finished]
+    seeds = [str(seed) for seed in manifest["seeds"] if all(done[name, seed] for name in _variants(manifest))]
+    if not seeds:
+        raise FileNotFoundError(
+            f"{layout.root}: no training seed has every run finished (missing: {', '.join(missing)}); run them "
+            "(llava-swap study --only NAME@SEED) before analysing."
+        )
+    if missing:
+        logger.warning(f"Analysing seeds {', '.join(seeds)} only; runs not finished yet: {', '.join(missing)}")
+    return seeds, missing
 
 
 def _variants(manifest: dict[str, Any]) -> list[str]:
@@ -107,7 +130,7 @@ def analyse(study_dir: str | Path) -> dict[str, Any]:
     """All analyses of a finished study, as one JSON-serialisable dict (what results.json holds)."""
     layout = StudyLayout(study_dir)
     manifest = _manifest(layout)
-    seeds = [str(seed) for seed in manifest["seeds"]]
+    seeds, missing = _finished(layout, manifest)
     records = {seed: _records(layout, manifest, int(seed)) for seed in seeds}
     chance = {task: _blind(layout, task) for task in manifest["tasks"]}
     tasks = {
@@ -145,7 +168,8 @@ def analyse(study_dir: str | Path) -> dict[str, Any]:
     pairs = math.comb(len(manifest["variants"]), 2)
     results: dict[str, Any] = {
         "manifest": manifest,
-        "seeds": manifest["seeds"],
+        "seeds": [int(seed) for seed in seeds],  # those with every run finished
+        "missing": missing,
         "tasks": tasks,
         "comparisons": {
             "family": "every pairwise difference of every task in every training seed",
@@ -593,6 +617,13 @@ def build_report(study_dir: str | Path) -> Path:
     variants = _variants(results["manifest"])
     lines = [f"# Study report: {results['manifest']['name']}"]
     lines += _manifest_section(results["manifest"])
+    if results["missing"]:
+        lines += [
+            "",
+            f"**Partial:** runs not finished yet, left out with their seeds: {', '.join(results['missing'])}. This "
+            f"report covers seed{'s' if len(results['seeds']) > 1 else ''} {', '.join(map(str, results['seeds']))}; "
+            "run `llava-swap analyze` again when they finish.",
+        ]
     for task in results["tasks"]:
         lines += _results_section(results, task, variants)
     lines += _chance_section(results, variants)
@@ -960,7 +991,7 @@ def _findings(results: dict[str, Any], variants: list[str]) -> list[str]:
     Holm-adjusted p below ALPHA in every seed, with one sign), a "best" variant only where it beats every other one
     so; a difference significant in some seeds only is named as not consistent. With one seed, a caveat says what a
     single training run cannot tell."""
-    seeds = [str(seed) for seed in results["manifest"]["seeds"]]
+    seeds = [str(seed) for seed in results["seeds"]]
     findings = []
     for task, result in results["tasks"].items():
         findings += _chance_findings(task, result, variants, seeds)

@@ -23,6 +23,8 @@ import hashlib
 import json
 import logging
 import math
+import os
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,7 @@ from typing import Any
 import yaml
 
 from .recipes import Recipe, default_recipe
-from .records import StudyLayout, TaskEvalLayout
+from .records import RUN_RECORD, StudyLayout, TaskEvalLayout
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_TRAIN_ITEMS = {"vqa_scene": 3000, "seismic_description": 1000, "seismic_coordinates": 2000}
 DEFAULT_TRAIN = 1000  # any other task
 DEFAULT_TASKS = ("vqa_scene", "seismic_description", "seismic_coordinates")
-VARIANT_DONE = "variant.json"
+VARIANT_DONE = RUN_RECORD  # a run's record, written when it finished
 
 
 @dataclass
@@ -289,12 +291,43 @@ def evaluation_key(study: StudyConfig, folders: dict[str, Path]) -> str:
     return digest.hexdigest()
 
 
+def data_key(study: StudyConfig) -> str:
+    """What the generated data depend on: when it is unchanged, the data folder is kept as it is."""
+    settings = {
+        "tasks": list(study.tasks),
+        "train": {task: study.train_items(task) for task in study.tasks},
+        "test_per_task": study.test_per_task,
+        "image_size": study.image_size,
+        "data_seed": study.data_seed,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
 def prepare_data(study: StudyConfig, out: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     """Generates every task's data once, with `data_seed`, and merges the training splits: `(train/pretrain files,
-    task folders)`. Every training seed trains on these same files."""
-    from .tasks import get_task
+    task folders)`. Every training seed trains on these same files.
+
+    Jobs of one study running at once (`--only`) share the folder: one generates under a file lock, and the others,
+    finding it marked with the same `data_key`, leave it untouched (never rewriting files another job reads).
+    """
+    from filelock import FileLock
 
     data_dir = StudyLayout(out).data
+    data_dir.mkdir(parents=True, exist_ok=True)
+    marker, key = data_dir / "data.json", data_key(study)
+    folders = {task: data_dir / task for task in study.tasks}
+    merged = {name: data_dir / f"{name}.json" for name in ("train", "pretrain")}
+    with FileLock(str(data_dir / ".lock")):
+        if not marker.exists() or json.loads(marker.read_text()).get("key") != key:
+            marker.unlink(missing_ok=True)
+            _generate(study, data_dir)
+            marker.write_text(json.dumps({"key": key}))
+    return merged, folders
+
+
+def _generate(study: StudyConfig, data_dir: Path) -> None:
+    from .tasks import get_task
+
     folders, train, pretrain = {}, [], []
     for task in study.tasks:
         folder = data_dir / task
@@ -312,34 +345,69 @@ def prepare_data(study: StudyConfig, out: Path) -> tuple[dict[str, Path], dict[s
                 # Relative to the data folder, so the merged files (and the fingerprint) do not depend on where
                 # the study lives.
                 bucket.append({**record, "image": f"{task}/{record['image']}"})
-    merged = {}
     for name, bucket in (("train", train), ("pretrain", pretrain)):
-        path = data_dir / f"{name}.json"
-        path.write_text(json.dumps(bucket, indent=1, sort_keys=True))
-        merged[name] = path
-    return merged, folders
+        (data_dir / f"{name}.json").write_text(json.dumps(bucket, indent=1, sort_keys=True))
 
 
-def run_study(study: StudyConfig, out_dir: str | None = None, analyze: bool = True) -> dict[str, dict[int, str]]:
+def study_jobs(study: StudyConfig) -> list[tuple[Variant, int]]:
+    """Every (variant, training seed) run, seed by seed: an interrupted study has complete seeds to compare first."""
+    return [(variant, seed) for seed in study.seeds for variant in study.variants]
+
+
+def job_name(variant: Variant, seed: int) -> str:
+    """How `--only` names one run: NAME@SEED."""
+    return f"{variant.name}@{seed}"
+
+
+def select_jobs(study: StudyConfig, only: list[str]) -> list[tuple[Variant, int]]:
+    """The runs `--only` names: NAME@SEED for one run, NAME for every seed of a variant."""
+    jobs = study_jobs(study)
+    chosen = []
+    for spec in only:
+        name, _, seed = spec.partition("@")
+        matches = [job for job in jobs if job[0].name == name and (not seed or str(job[1]) == seed)]
+        if not matches:
+            valid = ", ".join(job_name(*job) for job in jobs)
+            raise ValueError(f"--only {spec}: no such run in this study; its runs are {valid} (or a variant name).")
+        chosen += [job for job in matches if job not in chosen]
+    return chosen
+
+
+def plan(study: StudyConfig, out: str, config: str | None = None, seeds: list[int] | None = None) -> list[str]:
+    """One command line per run (to spread them over a cluster: a Slurm array, a job set, shell loops), then the one
+    that merges them into the report."""
+    options = (f" --config {shlex.quote(config)}" if config else "") + f" --out {shlex.quote(str(out))}"
+    if seeds is not None:
+        options += " --seeds " + " ".join(map(str, seeds))
+    commands = [f"llava-swap study{options} --only {job_name(*job)}" for job in study_jobs(study)]
+    return commands + [f"llava-swap analyze --study {shlex.quote(str(out))}"]
+
+
+def run_study(
+    study: StudyConfig, out_dir: str | None = None, analyze: bool = True, only: list[str] | None = None
+) -> dict[str, dict[int, str]]:
     """Trains and evaluates every variant with every seed (reusing finished runs), then writes results.json and
-    report.md. Returns {variant: {seed: "reused", "re-evaluated" or "trained"}}."""
+    report.md. `only` (NAME@SEED or NAME) runs just those runs, and leaves the report to `llava-swap analyze`.
+    Returns {variant: {seed: "reused", "re-evaluated" or "trained"}} for the runs it handled."""
     out = Path(out_dir or study.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     layout = StudyLayout(out)
-    # Resolved, so the report states what was trained whatever the defaults of a later release.
+    # Resolved, so the report states what was trained whatever the defaults of a later release; written whole by
+    # one replace, since jobs of one study may write it at once.
     resolved = {**dataclasses.asdict(study), "train_per_task": {task: study.train_items(task) for task in study.tasks}}
-    layout.manifest.write_text(json.dumps(resolved, indent=2))
+    partial = layout.manifest.with_name(f".{layout.manifest.name}.{os.getpid()}")
+    partial.write_text(json.dumps(resolved, indent=2))
+    os.replace(partial, layout.manifest)
+    runs = study_jobs(study) if only is None else select_jobs(study, only)
     data, folders = prepare_data(study, out)
-    # Seed by seed: an interrupted study has complete seeds to compare first.
-    runs = [(variant, seed) for seed in study.seeds for variant in study.variants]
-    status: dict[str, dict[int, str]] = {variant.name: {} for variant in study.variants}
+    status: dict[str, dict[int, str]] = {variant.name: {} for variant, _ in runs}
     for variant in study.variants:
         _warn_if_unseeded(layout, variant.name)
     for index, (variant, seed) in enumerate(runs, start=1):
         recipe = variant_recipe(study, variant, data, out, seed=seed)
         label = f"[study] {variant.name} seed {seed} (run {index}/{len(runs)})"
         status[variant.name][seed] = run_variant(study, variant, recipe, data, folders, label=label)
-    if analyze:
+    if analyze and only is None:
         from .report import build_report
 
         build_report(out)
