@@ -72,6 +72,23 @@ def test_cache_is_invalidated_by_another_encoder_or_layer(built, tmp_path):
         again.features([str(tmp_path / "image-new.png")])
 
 
+def test_reads_keep_a_bounded_number_of_features_in_memory(built, tmp_path):
+    """Features read back stay in memory up to the bound, least recently used out first: memory does not grow with
+    the number of images, and what is read is what was stored."""
+    model, processor = built("llama3", "clip")
+    rows = _rows(tmp_path, count=6, distinct=6)
+    images = [row["images"][0] for row in rows]
+    one_image = 16 * 64 * 4  # 16 tokens x 64 features in float32
+    cache = VisionFeatureCache(tmp_path / "cache", model, processor, memory_bytes=2 * one_image)
+    cache.precompute(model, images, progress=False)
+    unbounded = VisionFeatureCache(tmp_path / "cache", model, processor)
+    for image in images + images[::-1]:
+        assert torch.equal(cache.features([image]), unbounded.features([image]))
+        assert cache._held <= 2 * one_image and len(cache._memory) <= 2
+    assert list(cache._memory) == [cache.key(images[1]), cache.key(images[0])]  # the two most recently read
+    assert len(unbounded._memory) == 6  # the default bound (1 GiB) holds all six
+
+
 def test_encoder_runs_once_per_distinct_image_across_epochs_stages_and_backbones(tmp_path):
     from torch.nn.modules.module import register_module_forward_hook
     from transformers import CLIPVisionModel

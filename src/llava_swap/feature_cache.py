@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -57,17 +58,26 @@ def _content(settings: dict) -> dict:
     return {key: value for key, value in settings.items() if key not in _PROVENANCE}
 
 
-class VisionFeatureCache:
-    """Vision features per distinct image for one encoder setting, on disk under `root/<encoder identity>/`."""
+MEMORY_BYTES = 2**30  # features kept in memory between reads: at most 1 GiB, least recently used dropped first
 
-    def __init__(self, root: str | os.PathLike, model, processor):
+
+class VisionFeatureCache:
+    """Vision features per distinct image for one encoder setting, on disk under `root/<encoder identity>/`.
+
+    Reads keep recently used features in memory up to `memory_bytes` (least recently used first out), so a long run
+    over many images stays at a fixed size: at CLIP-L/336 one image's features are ~2.4 MB in float32.
+    """
+
+    def __init__(self, root: str | os.PathLike, model, processor, memory_bytes: int = MEMORY_BYTES):
         self.identity = encoder_identity(model, processor)
         self.folder = Path(root) / self.identity
         self.folder.mkdir(parents=True, exist_ok=True)
         self.processor = processor
         self.encoded_images = 0  # images this process sent through the encoder (the work the cache saves)
         self._keys: dict[str, str] = {}  # path -> content hash, so a file is read and hashed once
-        self._memory: dict[str, torch.Tensor] = {}
+        self.memory_bytes = memory_bytes
+        self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._held = 0  # bytes in _memory
 
     def key(self, image) -> str:
         if isinstance(image, (str, os.PathLike)):
@@ -113,13 +123,27 @@ class VisionFeatureCache:
         tensors = []
         for image in images:
             key = self.key(image)
-            if key not in self._memory:
-                path = self._path(key)
-                if not path.exists():
-                    raise KeyError(f"No cached vision features for image {image!r}: call precompute() on it first.")
-                self._memory[key] = load_file(path)["features"]
-            tensors.append(self._memory[key])
+            if key in self._memory:
+                self._memory.move_to_end(key)
+                tensors.append(self._memory[key])
+                continue
+            path = self._path(key)
+            if not path.exists():
+                raise KeyError(f"No cached vision features for image {image!r}: call precompute() on it first.")
+            tensor = load_file(path)["features"]
+            tensors.append(tensor)
+            self._remember(key, tensor)
         return torch.stack(tensors)
+
+    def _remember(self, key: str, tensor: torch.Tensor) -> None:
+        size = tensor.numel() * tensor.element_size()
+        if size > self.memory_bytes:
+            return
+        self._memory[key] = tensor
+        self._held += size
+        while self._held > self.memory_bytes:
+            _, dropped = self._memory.popitem(last=False)
+            self._held -= dropped.numel() * dropped.element_size()
 
 
 __all__ = ["VisionFeatureCache", "encoder_identity", "image_key"]
