@@ -274,3 +274,42 @@ def test_trainer_groups_by_length_without_mixing_image_and_text_only_batches(bui
     images_per_batch = [len(batch.get("pixel_values", [])) for batch in trainer.get_train_dataloader()]
     # 10 image rows and 6 text-only rows: 2 + 1 whole batches of one kind, then 2 + 2 leftovers together
     assert images_per_batch[:3] in ([4, 4, 0], [4, 0, 4], [0, 4, 4]) and images_per_batch[3] == 2
+
+
+def test_processes_sharing_a_cache_encode_each_distinct_image_once_in_all(built, tmp_path):
+    """Two processes fill one cache, each its share: every distinct image is encoded by exactly one of them, even
+    when one has written its files before the other looks (shares are dealt before checking the disk)."""
+    model, processor = built("llama3", "clip")
+    rows = _rows(tmp_path, count=10, distinct=5)
+    images = [row["images"][0] for row in rows]
+    first = VisionFeatureCache(tmp_path / "cache", model, processor)
+    second = VisionFeatureCache(tmp_path / "cache", model, processor)
+    assert first.precompute(model, images, progress=False, shard=(0, 2)) == 3  # distinct images 0, 2, 4
+    assert second.precompute(model, images, progress=False, shard=(1, 2)) == 2  # 1, 3
+    assert first.encoded_images + second.encoded_images == 5
+    assert VisionFeatureCache(tmp_path / "cache", model, processor).precompute(model, images, progress=False) == 0
+    assert torch.equal(second.features(images), first.features(images))
+
+
+@pytest.mark.parametrize(
+    ("setting", "stages", "cached", "said"),
+    [
+        ("auto", None, True, "on (auto: the frozen encoder would see the images 4 times)"),  # the default recipe
+        ("auto", [{"num_train_epochs": 1}], False, "off (auto: 1 pass over the images"),
+        ("auto", [{"num_train_epochs": 1, "max_steps": 4, "per_device_train_batch_size": 5}], True, "2 times"),
+        ("off", None, False, "off (recipe)"),
+        ("shared/cache", [{"num_train_epochs": 1}], True, "on (recipe: shared/cache)"),
+    ],
+)
+def test_the_cache_is_used_when_it_pays(setting, stages, cached, said):
+    from llava_swap.stages import feature_cache_plan
+
+    recipe = default_recipe().to_dict()
+    recipe["vision_feature_cache"] = setting
+    if stages is not None:
+        recipe["stages"] = [{**recipe["stages"][1], **stage} for stage in stages]
+    recipe = Recipe.from_dict(recipe)
+    rows = {"train": [{}] * 10, "pretrain": [{}] * 10}
+    decision, reason = feature_cache_plan(recipe, rows, processes=1)
+    assert decision == cached
+    assert said in reason

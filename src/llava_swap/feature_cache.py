@@ -91,16 +91,23 @@ class VisionFeatureCache:
         return self.folder / f"{key}.safetensors"
 
     @torch.no_grad()
-    def precompute(self, model, images, batch_size: int = 32, progress: bool = True) -> int:
-        """Encodes every image not cached yet (each distinct one once); returns how many it encoded."""
+    def precompute(
+        self, model, images, batch_size: int = 32, progress: bool = True, shard: tuple[int, int] = (0, 1)
+    ) -> int:
+        """Encodes every image not cached yet (each distinct one once); returns how many it encoded.
+
+        `shard=(index, count)`: this process's share of the distinct images, when `count` processes fill one cache
+        together. Shares are dealt from the distinct images in order, before looking at what is on disk, so that
+        every image has exactly one owner whatever the others have written already.
+        """
         from tqdm.auto import tqdm
 
-        missing: dict[str, object] = {}
+        index, count = shard
+        distinct: dict[str, object] = {}
         for image in images:
-            key = self.key(image)
-            if key not in missing and not self._path(key).exists():
-                missing[key] = image
-        items = list(missing.items())
+            distinct.setdefault(self.key(image), image)
+        mine = list(distinct.items())[index::count]
+        items = [(key, image) for key, image in mine if not self._path(key).exists()]
         was_training = model.training
         model.eval()
         device = next(model.vision_tower.parameters()).device

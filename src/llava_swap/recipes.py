@@ -182,8 +182,9 @@ class Recipe:
     vision_feature_cache: str | None = field(
         default="auto",
         metadata={
-            "help": "Where frozen-encoder features are cached (auto: <output_dir>/feature_cache; a shared folder "
-            "serves several runs, e.g. a study's backbones); none: run the encoder on every batch."
+            "help": "Cache frozen-encoder features? auto: when the images pass through the frozen encoder more than "
+            "once in all (at <output_dir>/feature_cache); on: always, there; a folder: always, there (shared by "
+            "several runs, e.g. a study's); off: run the encoder on every batch."
         },
     )
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -88,21 +88,59 @@ def quantized(model) -> bool:
     return bool(getattr(model, "is_quantized", False) or getattr(model.language_model, "is_quantized", False))
 
 
-def stage_feature_cache(model, processor, stage: StageConfig, rows, recipe: Recipe, out: Path):
+CACHE_OFF = (None, "none", "off")
+
+
+def feature_cache_plan(recipe: Recipe, rows: dict[str, list], processes: int) -> tuple[bool, str]:
+    """Whether the run caches frozen-encoder features, and why (said in the log).
+
+    `vision_feature_cache: auto` (the default) caches when the stages with a frozen encoder will show it the images
+    more than once in all (epochs, or max_steps x global batch / rows, summed over stages): a cache costs one pass
+    and disk, and pays from the second. `on` or a folder (a study's, shared by its runs) caches; `off` never does.
+    """
+    setting = recipe.vision_feature_cache
+    if setting in CACHE_OFF:
+        return False, "vision feature cache: off (recipe)"
+    if setting != "auto":
+        return True, f"vision feature cache: on (recipe: {setting})"
+    passes = 0.0
+    for stage in recipe.stages:
+        if stage.train_vision_tower or not rows.get(stage.data):
+            continue
+        if stage.max_steps > 0:
+            batch = (
+                stage.global_batch_size
+                or stage.per_device_train_batch_size * stage.gradient_accumulation_steps * processes
+            )
+            passes += stage.max_steps * batch / len(rows[stage.data])
+        else:
+            passes += stage.num_train_epochs
+    if passes > 1:
+        return True, f"vision feature cache: on (auto: the frozen encoder would see the images {passes:.3g} times)"
+    return False, f"vision feature cache: off (auto: {passes:.3g} pass over the images; a cache pays from the second)"
+
+
+def stage_feature_cache(model, processor, stage: StageConfig, rows, recipe: Recipe, out: Path, enabled: bool = True):
     """The stage's vision feature cache, filled with every distinct image of its rows, or None if the encoder
-    trains in this stage (its features change) or caching is off."""
+    trains in this stage (its features change) or caching is off for the run (`feature_cache_plan`)."""
     from accelerate import PartialState
 
     from .feature_cache import VisionFeatureCache
 
-    setting = recipe.vision_feature_cache
-    if stage.train_vision_tower or setting in (None, "none", "off") or quantized(model):
+    if not enabled or stage.train_vision_tower or quantized(model):
         return None
-    root = out / "feature_cache" if setting == "auto" else Path(setting)
+    setting = recipe.vision_feature_cache
+    root = out / "feature_cache" if setting in ("auto", "on") else Path(setting)
     state = PartialState()
-    with state.main_process_first():  # the main process encodes; the others then find every file on disk
-        cache = VisionFeatureCache(root, model, processor)
-        cache.precompute(model, [image for row in rows for image in (row.get("images") or [])])
+    cache = VisionFeatureCache(root, model, processor)
+    # Every process encodes its share of the distinct images (N processes: N times faster), then all wait until
+    # every file is on disk.
+    cache.precompute(
+        model,
+        [image for row in rows for image in (row.get("images") or [])],
+        shard=(state.process_index, state.num_processes),
+    )
+    state.wait_for_everyone()
     return cache
 
 
@@ -126,6 +164,7 @@ __all__ = [
     "prepare_stage_model",
     "qlora_config",
     "quantized",
+    "feature_cache_plan",
     "stage_feature_cache",
     "trainable_parameters",
 ]

@@ -34,6 +34,7 @@ from .run_folder import check_output_dir, start_output_dir
 from .stages import (
     LORA_TARGETS,
     check_lengths,
+    feature_cache_plan,
     prepare_stage_model,
     qlora_config,
     quantized,
@@ -87,6 +88,8 @@ def run_recipe(
     if state.is_main_process:
         write_skipped(out, skipped)
     eval_rows = rows.get("eval", [])[: recipe.data.eval_samples]
+    use_cache, why = feature_cache_plan(recipe, rows, state.num_processes)
+    log_once(logger, why)
 
     if not quantized(model):
         model.to(state.device)  # evaluate where training will run (the Trainer would move it there anyway)
@@ -102,7 +105,7 @@ def run_recipe(
             log_once(logger, f"[{stage.name}] already complete: loaded {done.parent}")
             continue
         model, stage_summary, trainer = _run_stage(
-            model, processor, stage, rows[stage.data], recipe, out, resume_from_checkpoint, eval_rows
+            model, processor, stage, rows[stage.data], recipe, out, resume_from_checkpoint, eval_rows, use_cache
         )
         stages[stage.name] = stage_summary
     final_model = model
@@ -202,7 +205,9 @@ def _evaluate(model, processor, rows, recipe: Recipe, state, when: str, out: Pat
     return metrics
 
 
-def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: Path, resume, eval_rows=()):
+def _run_stage(
+    model, processor, stage: StageConfig, rows, recipe: Recipe, out: Path, resume, eval_rows=(), use_cache=True
+):
     from accelerate import PartialState
     from datasets import Dataset
 
@@ -210,7 +215,7 @@ def _run_stage(model, processor, stage: StageConfig, rows, recipe: Recipe, out: 
     from .trainer import LlavaSwapSFTTrainer
 
     stage_dir = out / stage.name
-    cache = stage_feature_cache(model, processor, stage, rows, recipe, out)
+    cache = stage_feature_cache(model, processor, stage, rows, recipe, out, enabled=use_cache)
     model = prepare_stage_model(model, stage)
     counts = trainable_parameters(model)
     log_once(
