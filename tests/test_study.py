@@ -354,7 +354,7 @@ def test_the_default_study_runs_three_seeds_on_one_set_of_data():
     study = default_study()
     assert (study.seeds, study.data_seed) == ([0, 1, 2], 0)
     assert study.vision_model == "tiny:clip-pretrained"  # an encoder that can see the tasks' images
-    assert [study.train_items(task) for task in study.tasks] == [4000, 1000, 1000]
+    assert [study.train_items(task) for task in study.tasks] == [4000, 1000, 1500]
 
 
 def test_training_items_per_task(tmp_path):

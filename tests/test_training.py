@@ -218,6 +218,10 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert result.stdout.count("outputs in ") == 1
     assert len(list((tmp_path / "ddp").glob("*.safetensors"))) == 1
     assert torch.isfinite(torch.tensor(summary["final_loss"]))
+    # Both ranks encoded their share of the 48 distinct images: each exactly once in all, none again in stage 2.
+    assert "vision feature cache: on (auto: the frozen encoder would see the images 2 times)" in result.stdout
+    encoded = [stage["vision_feature_cache"]["encoded"] for stage in summary["stages"].values()]
+    assert encoded == [48, 0]
     LlavaSwapForCausalLM.from_pretrained(tmp_path / "ddp")
 
 

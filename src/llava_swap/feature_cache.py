@@ -74,6 +74,7 @@ class VisionFeatureCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.processor = processor
         self.encoded_images = 0  # images this process sent through the encoder (the work the cache saves)
+        self.encoded_total = 0  # ... and all processes of the launch together (set by stages.stage_feature_cache)
         self._keys: dict[str, str] = {}  # path -> content hash, so a file is read and hashed once
         self.memory_bytes = memory_bytes
         self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()

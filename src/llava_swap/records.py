@@ -72,7 +72,7 @@ class StageSummary:
     world_size: int
     trainable_parameters: dict[str, int]  # per part: vision_tower, projector, language_model
     resumed_from: str | None = None  # the checkpoint this run went on from
-    vision_feature_cache: dict | None = None  # folder and images encoded, when the frozen encoder was cached
+    vision_feature_cache: dict | None = None  # folder and images encoded (by all processes), when it was cached
     eval_history: list[dict] = dataclasses.field(default_factory=list)  # periodic task evaluation, per step
 
     def to_dict(self) -> dict[str, Any]:

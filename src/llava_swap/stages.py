@@ -124,6 +124,7 @@ def stage_feature_cache(model, processor, stage: StageConfig, rows, recipe: Reci
     """The stage's vision feature cache, filled with every distinct image of its rows, or None if the encoder
     trains in this stage (its features change) or caching is off for the run (`feature_cache_plan`)."""
     from accelerate import PartialState
+    from accelerate.utils import gather_object
 
     from .feature_cache import VisionFeatureCache
 
@@ -141,6 +142,10 @@ def stage_feature_cache(model, processor, stage: StageConfig, rows, recipe: Reci
         shard=(state.process_index, state.num_processes),
     )
     state.wait_for_everyone()
+    # What the processes encoded together (each distinct image once in all), for the stage summary.
+    cache.encoded_total = (
+        sum(gather_object([cache.encoded_images])) if state.num_processes > 1 else cache.encoded_images
+    )
     return cache
 
 

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 # Training items of a task `train_per_task` leaves out. VQA-Scene gets the most: its answers are short (cheap) and
 # tying them to the image takes a tiny LM the most examples.
-DEFAULT_TRAIN_ITEMS = {"vqa_scene": 3000, "seismic_description": 1000, "seismic_coordinates": 2000}
+DEFAULT_TRAIN_ITEMS = {"vqa_scene": 4000, "seismic_description": 1000, "seismic_coordinates": 1500}
 DEFAULT_TRAIN = 1000  # any other task
 DEFAULT_TASKS = ("vqa_scene", "seismic_description", "seismic_coordinates")
 VARIANT_DONE = RUN_RECORD  # a run's record, written when it finished
@@ -70,7 +70,7 @@ class StudyConfig:
     test_per_task: int = 200
     image_size: int = 32
     pretrain_examples: int = 2000
-    finetune_examples: int = 24000
+    finetune_examples: int = 30000
     # Overrides of the default recipe's stage settings: common keys for both stages, or under `pretrain:` / `finetune:`.
     recipe: dict[str, Any] = field(default_factory=dict)
     torch_dtype: str | None = None

@@ -270,7 +270,7 @@ def _run_stage(
         world_size=trainer.args.world_size,
         trainable_parameters=counts,
         resumed_from=checkpoint,
-        vision_feature_cache=None if cache is None else {"folder": str(cache.folder), "encoded": cache.encoded_images},
+        vision_feature_cache=None if cache is None else {"folder": str(cache.folder), "encoded": cache.encoded_total},
         eval_history=[
             {key: value for key, value in entry.items() if key.startswith("eval_") or key in ("step", "loss")}
             for entry in trainer.state.log_history
