@@ -450,6 +450,7 @@ def _results(differences: dict[str, tuple[float, float]], controls: tuple[float,
         ((0.2, 0.01), "above the question-only baseline (0.250) in every seed (0, 1): a 0.500", "answers of a"),
         ((0.2, 0.2), "no variant scores above the question-only baseline (0.250)", "no variant's answers"),
         ((-0.2, 0.01), "no variant scores above", "no variant's answers"),  # significantly below is not above
+        ((0.005, 0.001), "above the question-only baseline", "by less than 0.01"),  # steady but too small to matter
     ],
 )
 def test_chance_and_image_findings_need_every_seed(controls, above, sees):
