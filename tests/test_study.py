@@ -400,7 +400,7 @@ def test_the_study_command_takes_seeds(monkeypatch, tmp_path, capsys):
 
     seen = {}
 
-    def fake_run_study(config, out):
+    def fake_run_study(config, out, only=None):
         seen.update(seeds=config.seeds, data_seed=config.data_seed)
         return {variant.name: dict.fromkeys(config.seeds, "reused") for variant in config.variants}
 
