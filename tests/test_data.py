@@ -534,3 +534,34 @@ def test_vqa_scene_splits(tmp_path):
         assert image.size == (24, 24) and image.mode == "RGB"
     raw = json.loads(paths["test"].read_text())
     assert raw[0]["image"] == "images/test-00000.png" and raw[0]["conversations"][0]["value"].startswith("<image>\n")
+
+
+def test_images_are_checked_in_parallel_in_record_order(data_dir, monkeypatch):
+    """Checks run in threads, yet the policy sees records in file order: the first bad one is the one an error names,
+    and skipping keeps the others in order."""
+    from llava_swap.data import llava_json
+
+    monkeypatch.setattr(llava_json, "CHECK_THREADS", 4)
+    (data_dir / "broken.png").write_bytes(b"not a png")
+    entries = [llava_entry(f"r{i}") for i in range(12)]
+    entries[5]["image"] = entries[9]["image"] = "broken.png"
+    path = write_entries(data_dir / "mixed.json", entries)
+    with pytest.raises(BadRecordError, match="'r5'.*broken.png is not a readable image"):
+        load_llava_json(path)
+    loaded = load_llava_json(path, on_bad_record="skip")
+    assert [record.id for record in loaded.records] == [f"r{i}" for i in range(12) if i not in (5, 9)]
+    assert [item.id for item in loaded.skipped] == ["r5", "r9"]
+
+
+def test_header_checks_only_open_the_file(data_dir):
+    """A truncated PNG opens (its header is whole) but does not verify: `header` lets it through, `verify` does not."""
+    Image.effect_noise((64, 64), 60).convert("RGB").save(data_dir / "noise.png")
+    whole = (data_dir / "noise.png").read_bytes()
+    (data_dir / "cut.png").write_bytes(whole[: len(whole) - 200])  # the header is whole, the pixel data is not
+    entry = {**llava_entry("cut"), "image": "cut.png"}
+    path = write_entries(data_dir / "cut.json", [entry])
+    assert [record.id for record in load_llava_json(path, image_check="header").records] == ["cut"]
+    with pytest.raises(BadRecordError, match="'cut'"):
+        load_llava_json(path, image_check="verify")
+    with pytest.raises(ValueError, match="image_check='fast' is not one of"):
+        load_llava_json(path, image_check="fast")

@@ -63,6 +63,10 @@ class DataConfig:
         default=None, metadata={"help": "Folder image paths are relative to; or one per split {pretrain, train, eval}."}
     )
     on_bad_record: str = field(default="error", metadata={"help": "error (stop, naming it) or skip (count, list)."})
+    image_check: str = field(
+        default="verify",
+        metadata={"help": "How images are checked before training: verify (read whole) or header (fast; opens only)."},
+    )
     task: str | None = field(
         default="shapes",
         metadata={"help": "Task that scores the held-out items (and generates synthetic data); None: exact match."},
@@ -232,6 +236,8 @@ class Recipe:
             raise ValueError(f"{source}: stage names {names} repeat; each stage needs a folder of its own.")
         if self.data.on_bad_record not in ("error", "skip"):
             raise ValueError(f"{source}: data.on_bad_record={self.data.on_bad_record!r}; use 'error' or 'skip'.")
+        if self.data.image_check not in ("verify", "header"):
+            raise ValueError(f"{source}: data.image_check={self.data.image_check!r}; use 'verify' or 'header'.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -57,7 +57,7 @@ def load_split(path: str | os.PathLike, image_root: str | None, data: DataConfig
         from datasets import load_from_disk
 
         return load_hf_dataset(load_from_disk(text), on_bad_record=data.on_bad_record, name=text)
-    return load_llava_json(text, image_root, on_bad_record=data.on_bad_record)
+    return load_llava_json(text, image_root, on_bad_record=data.on_bad_record, image_check=data.image_check)
 
 
 def write_skipped(out: Path, skipped: dict[str, list]) -> None:
