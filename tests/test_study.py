@@ -241,6 +241,22 @@ def test_analyze_covers_the_complete_seeds_and_names_missing_runs(study, tmp_pat
     assert "no training seed has every run finished (missing: llama2@0, llama3@1)" in capsys.readouterr().err
 
 
+def test_analyze_refuses_runs_evaluated_with_other_settings(study, tmp_path, capsys):
+    """A merged report never mixes runs evaluated differently: a manifest whose analysis settings changed since the
+    runs were evaluated (a job started from an older manifest, say) is refused, naming the runs."""
+    import shutil
+
+    out, _ = study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "relevancy_examples": 1}))
+    assert main(["analyze", "--study", str(copy)]) == 2
+    error = capsys.readouterr().err
+    assert "runs llama2@0, llama3@0, llama3-no-pretrain@0, llama2@1" in error
+    assert "with other analysis settings than the manifest's" in error
+
+
 def test_only_names_a_run_of_the_study(tmp_path, capsys):
     assert main(["study", "--only", "llama9@0", "--out", str(tmp_path / "o")]) == 2
     error = capsys.readouterr().err

@@ -93,6 +93,7 @@ def _finished(layout: StudyLayout, manifest: dict[str, Any]) -> tuple[list[str],
         for name in _variants(manifest)
     }
     missing = [f"{name}@{seed}" for (name, seed), finished in done.items() if not finished]
+    _check_evaluations(layout, manifest, [run for run, finished in done.items() if finished])
     seeds = [str(seed) for seed in manifest["seeds"] if all(done[name, seed] for name in _variants(manifest))]
     if not seeds:
         raise FileNotFoundError(
@@ -102,6 +103,26 @@ def _finished(layout: StudyLayout, manifest: dict[str, Any]) -> tuple[list[str],
     if missing:
         logger.warning(f"Analysing seeds {', '.join(seeds)} only; runs not finished yet: {', '.join(missing)}")
     return seeds, missing
+
+
+def _check_evaluations(layout: StudyLayout, manifest: dict[str, Any], runs: list[tuple[str, int]]) -> None:
+    """Every finished run was evaluated on the study's current test items with its current analysis settings: a
+    report never mixes runs evaluated differently (jobs run with an older manifest, say)."""
+    from .study import StudyConfig, evaluation_key
+
+    fields = {name: value for name, value in manifest.items() if name != "seed"}  # resolved: seeds are set
+    folders = {task: layout.data / task for task in manifest["tasks"]}
+    expected = evaluation_key(StudyConfig.from_dict(fields, str(layout.manifest)), folders)
+    stale = [
+        f"{name}@{seed}"
+        for name, seed in runs
+        if json.loads(layout.run_record(name, seed).read_text()).get("evaluation") != expected
+    ]
+    if stale:
+        raise ValueError(
+            f"{layout.root}: runs {', '.join(stale)} were evaluated on other test items or with other analysis "
+            "settings than the manifest's; run `llava-swap study` (or `--only` them) to evaluate them again."
+        )
 
 
 def _variants(manifest: dict[str, Any]) -> list[str]:
