@@ -39,10 +39,10 @@ LLAVA_KEYS = ("id", "image", "images", "conversations")
 PROGRESS_FROM = 10_000
 
 
-def _checking(items, total: int, name: str):
+def _checking(items, total: int, name: str, doing: str = "checking"):
     from tqdm.auto import tqdm
 
-    return tqdm(items, total=total, desc=f"checking {name}", unit=" records", disable=total < PROGRESS_FROM)
+    return tqdm(items, total=total, desc=f"{doing} {name}", unit=" records", disable=total < PROGRESS_FROM)
 
 
 # Images are checked by this many threads: opening and verifying a file is mostly waiting on the disk (on network
@@ -244,7 +244,8 @@ def load_hf_dataset(
                 )
         # Ids come from the id column alone, so that a row whose images fail to decode can still be named.
         ids = list(dataset[id_column]) if id_column is not None else [None] * len(dataset)
-        for index in _checking(range(len(dataset)), len(dataset), source):
+        # Decoding rows is the slow part of a dataset; the checks that follow show their own bar.
+        for index in _checking(range(len(dataset)), len(dataset), source, "reading"):
             record_id = f"{source}#{index}" if ids[index] is None else str(ids[index])
             collector.add(
                 index,
@@ -254,7 +255,7 @@ def load_hf_dataset(
                 "row",
             )
     elif isinstance(dataset, Sequence) and not isinstance(dataset, (str, bytes)):
-        for index, row in _checking(enumerate(dataset), len(dataset), source):
+        for index, row in _checking(enumerate(dataset), len(dataset), source, "reading"):
             value = row.get(id_column) if id_column is not None and isinstance(row, dict) else None
             record_id = f"{source}#{index}" if value is None else str(value)
             collector.add(
