@@ -47,3 +47,13 @@ def test_gpu_throughput_code_path_runs_on_tiny_shapes():
     rows = {line[0]: line for line in _run("gpu_throughput.py", "--tiny", "--steps", "3") if len(line) == 3}
     for path in ("baseline", "llava_swap"):
         assert float(rows[path][1]) > 0 and rows[path][2].endswith("%")
+
+
+@pytest.mark.slow
+def test_scale_benchmark_reports_disk_per_image_and_the_rss_ratio():
+    lines = _run("scale.py", "--sizes", "40", "80")
+    rows = [line for line in lines if line[:2] in (["|", "40"], ["|", "80"])]
+    assert len(rows) == 2
+    for row in rows:  # ... | disk per image (MB) | / features' size |: 576 x 1024 bf16 rows, headers < 1%
+        assert float(row[-4]) == pytest.approx(576 * 1024 * 2 / 1e6, rel=0.01) and 1.0 <= float(row[-2]) < 1.01
+    assert lines[-1][:3] == ["peak", "RSS", "80/40:"] and float(lines[-1][3]) > 0

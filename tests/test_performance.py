@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from PIL import Image
 
 from _helpers import chat_image
 from llava_swap.collator import LlavaSwapCollator
@@ -72,21 +75,167 @@ def test_cache_is_invalidated_by_another_encoder_or_layer(built, tmp_path):
         again.features([str(tmp_path / "image-new.png")])
 
 
-def test_reads_keep_a_bounded_number_of_features_in_memory(built, tmp_path):
-    """Features read back stay in memory up to the bound, least recently used out first: memory does not grow with
-    the number of images, and what is read is what was stored."""
+def test_shards_are_safetensors_files_indexed_by_their_own_headers(built, tmp_path):
+    """Rows go into shards of about `shard_bytes`, each a safetensors file that safetensors itself reads, with the
+    image keys in its metadata: a fresh reader finds every row, and disk per image is the features' size."""
+    from safetensors import safe_open
+
     model, processor = built("llama3", "clip")
-    rows = _rows(tmp_path, count=6, distinct=6)
-    images = [row["images"][0] for row in rows]
+    images = [row["images"][0] for row in _rows(tmp_path, count=7, distinct=7)]
     one_image = 16 * 64 * 4  # 16 tokens x 64 features in float32
-    cache = VisionFeatureCache(tmp_path / "cache", model, processor, memory_bytes=2 * one_image)
-    cache.precompute(model, images, progress=False)
-    unbounded = VisionFeatureCache(tmp_path / "cache", model, processor)
-    for image in images + images[::-1]:
-        assert torch.equal(cache.features([image]), unbounded.features([image]))
-        assert cache._held <= 2 * one_image and len(cache._memory) <= 2
-    assert list(cache._memory) == [cache.key(images[1]), cache.key(images[0])]  # the two most recently read
-    assert len(unbounded._memory) == 6  # the default bound (1 GiB) holds all six
+    cache = VisionFeatureCache(tmp_path / "cache", model, processor, shard_bytes=3 * one_image)
+    assert cache.precompute(model, images, batch_size=2, progress=False) == 7
+    shards = sorted(cache.folder.glob("shard-*.safetensors"))
+    assert len(shards) == 3 and not list(cache.folder.glob("*.tmp"))  # 3 + 3 + 1 rows, no leftovers
+    data = sum(path.stat().st_size for path in shards)
+    assert 7 * one_image < data < 7 * one_image * 1.5  # rows, plus a header of keys per shard
+    fresh = VisionFeatureCache(tmp_path / "cache", model, processor)
+    with torch.no_grad():
+        pixels = processor.image_processor([Image.open(path) for path in images], return_tensors="pt")
+        expected = model.get_vision_features(pixels["pixel_values"])
+    assert len(fresh) == 7 and torch.equal(fresh.features(images), expected)
+    by_key = {fresh.key(image): image for image in images}
+    for path in shards:  # each shard's rows are the features of the images its keys name, in order
+        with safe_open(str(path), framework="pt") as shard:
+            named = [by_key.pop(key) for key in json.loads(shard.metadata()["keys"])]
+            assert torch.equal(shard.get_tensor("features"), fresh.features(named))
+    assert by_key == {}
+
+
+def test_the_cache_stores_the_stated_dtype(built, tmp_path):
+    model, processor = built("llama3", "clip")
+    images = [row["images"][0] for row in _rows(tmp_path, count=2, distinct=2)]
+    full = VisionFeatureCache(tmp_path / "cache", model, processor)
+    half = VisionFeatureCache(tmp_path / "cache", model, processor, dtype="bfloat16")
+    assert full.folder != half.folder and half.folder.name.endswith("-bfloat16")
+    full.precompute(model, images, progress=False)
+    half.precompute(model, images, progress=False)
+    assert half.features(images).dtype == torch.bfloat16
+    assert torch.equal(half.features(images), full.features(images).to(torch.bfloat16))
+    with pytest.raises(ValueError, match="cache_dtype='int8'"):
+        VisionFeatureCache(tmp_path / "cache", model, processor, dtype="int8")
+
+
+def test_cache_dtype_follows_the_encoder_and_mixed_precision():
+    from llava_swap.feature_cache import cache_dtype
+
+    assert cache_dtype("auto", torch.float32) == torch.float32
+    assert cache_dtype("auto", torch.float32, "bf16") == torch.bfloat16
+    assert cache_dtype("auto", torch.float32, "fp16") == torch.float16
+    assert cache_dtype("auto", torch.bfloat16) == torch.bfloat16
+    assert cache_dtype("float32", torch.bfloat16, "bf16") == torch.float32
+
+
+class _Interrupted(RuntimeError):
+    pass
+
+
+class _DiesAfter:
+    """The model, whose encoder stops the process's work (an exception, as a kill would) after `batches` batches."""
+
+    def __init__(self, model, batches: int):
+        self.model, self.batches = model, batches
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def get_vision_features(self, pixel_values):
+        if self.batches == 0:
+            raise _Interrupted
+        self.batches -= 1
+        return self.model.get_vision_features(pixel_values)
+
+
+def test_an_interrupted_precompute_resumes_without_encoding_finished_shards_again(built, tmp_path):
+    model, processor = built("llama3", "clip")
+    images = [row["images"][0] for row in _rows(tmp_path, count=9, distinct=9)]
+    one_image = 16 * 64 * 4
+    cache = VisionFeatureCache(tmp_path / "cache", model, processor, shard_bytes=2 * one_image)
+    with pytest.raises(_Interrupted):  # the probe, then batches of 2: rows 0-4 encoded, shards {0,1} {2,3} written
+        cache.precompute(_DiesAfter(model, batches=3), images, batch_size=2, progress=False)
+    assert len(list(cache.folder.glob("shard-*.safetensors"))) == 2 and not list(cache.folder.glob("*.tmp"))
+    resumed = VisionFeatureCache(tmp_path / "cache", model, processor, shard_bytes=2 * one_image)
+    assert resumed.precompute(model, images, batch_size=2, progress=False) == 5  # only the rows no shard holds
+    reference = VisionFeatureCache(tmp_path / "reference", model, processor)
+    reference.precompute(model, images, progress=False)
+    assert torch.equal(resumed.features(images), reference.features(images))
+
+
+def test_a_precompute_killed_mid_shard_leaves_nothing_a_reader_sees(built, tmp_path):
+    """A writer killed outright (no cleanup) leaves a temporary file: readers never index it, and the next precompute
+    of that share removes it."""
+    model, processor = built("llama3", "clip")
+    images = [row["images"][0] for row in _rows(tmp_path, count=3, distinct=3)]
+    cache = VisionFeatureCache(tmp_path / "cache", model, processor)
+    (cache.folder / ".0-of-1-deadbeef0000.tmp").write_bytes(b"half a shard")
+    assert len(cache) == 0
+    assert cache.precompute(model, images, progress=False) == 3
+    assert not list(cache.folder.glob("*.tmp")) and len(cache) == 3
+
+
+CONCURRENT_JOB = """
+import json, sys, torch
+from llava_swap import LlavaSwapForCausalLM, LlavaSwapProcessor
+from llava_swap.feature_cache import VisionFeatureCache
+model_dir, root, images, out = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+model, processor = LlavaSwapForCausalLM.from_pretrained(model_dir), LlavaSwapProcessor.from_pretrained(model_dir)
+cache = VisionFeatureCache(root, model, processor, shard_bytes=16 * 64 * 4)
+encoded = cache.precompute(model, images, batch_size=1, progress=False)
+torch.save(cache.features(images), out)
+print(json.dumps({"encoded": encoded}))
+"""
+
+
+def test_concurrent_jobs_share_one_cache_without_partial_reads_or_double_work(built, tmp_path):
+    """Two study jobs fill one cache at once (separate processes): they take turns, so every image is encoded once in
+    all, both read identical features, and a reader polling the folder meanwhile only ever finds whole shards."""
+    import subprocess
+    import sys
+
+    model, processor = built("llama3", "clip")
+    images = [row["images"][0] for row in _rows(tmp_path, count=24, distinct=24)]
+    root, model_dir = tmp_path / "cache", tmp_path / "model"
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    jobs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                CONCURRENT_JOB,
+                str(model_dir),
+                str(root),
+                json.dumps(images),
+                str(tmp_path / f"{i}.pt"),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    reader = VisionFeatureCache(root, model, processor)
+    while any(job.poll() is None for job in jobs):
+        reader.refresh()  # raises on a shard whose size does not match its header
+    outputs = [json.loads(job.communicate()[0]) for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0]
+    assert sorted(output["encoded"] for output in outputs) == [0, 24]
+    first, second = (torch.load(tmp_path / f"{i}.pt") for i in range(2))
+    assert torch.equal(first, second) and len(reader) == 24 and torch.equal(reader.features(images), first)
+
+
+def test_a_full_disk_is_refused_before_anything_is_written(built, tmp_path, monkeypatch):
+    import shutil
+
+    from llava_swap.feature_cache import InsufficientDiskSpace
+
+    model, processor = built("llama3", "clip")
+    images = [row["images"][0] for row in _rows(tmp_path, count=4, distinct=4)]
+    cache = VisionFeatureCache(tmp_path / "cache", model, processor)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=1000))  # a nearly full disk
+    with pytest.raises(InsufficientDiskSpace, match=r"4 images needs 0\.00 GB in .*1000|vision_feature_cache: off"):
+        cache.precompute(model, images, progress=False)
+    assert not list(cache.folder.iterdir()) or all(p.suffix == ".lock" for p in cache.folder.iterdir())
 
 
 def test_encoder_runs_once_per_distinct_image_across_epochs_stages_and_backbones(tmp_path):
@@ -120,9 +269,16 @@ def _train_two_backbones_on_one_cache(tmp_path) -> int:
         recipe["stages"][1].update(num_train_epochs=3, per_device_train_batch_size=8)
         summary = run_recipe(Recipe.from_dict(recipe))
         if distinct is None:
-            distinct = len({p.name for p in shared_cache.rglob("*.safetensors")})
+            distinct = sum(len(_shard_keys(path)) for path in shared_cache.rglob("shard-*.safetensors"))
         assert all(stage.global_step > 0 for stage in summary.stages.values())
     return distinct
+
+
+def _shard_keys(path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as shard:
+        return json.loads(shard.metadata()["keys"])
 
 
 def _trainer(model, processor, rows, tmp_path, **settings):

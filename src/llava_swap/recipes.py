@@ -29,6 +29,7 @@ STAGES = ("pretrain", "finetune")
 
 
 LANGUAGE_TUNING = ("full", "lora", "qlora", "frozen")
+CACHE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -191,6 +192,13 @@ class Recipe:
             "several runs, e.g. a study's); off: run the encoder on every batch."
         },
     )
+    vision_feature_cache_dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "dtype the cache stores: auto (the encoder's; bfloat16/float16 for a float32 encoder trained "
+            "under bf16/fp16 mixed precision), float32, bfloat16 or float16."
+        },
+    )
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     stages: list[StageConfig] = field(default_factory=list)
@@ -236,6 +244,10 @@ class Recipe:
             raise ValueError(f"{source}: stage names {names} repeat; each stage needs a folder of its own.")
         if self.data.on_bad_record not in ("error", "skip"):
             raise ValueError(f"{source}: data.on_bad_record={self.data.on_bad_record!r}; use 'error' or 'skip'.")
+        if self.vision_feature_cache_dtype not in CACHE_DTYPES:
+            raise ValueError(
+                f"{source}: vision_feature_cache_dtype={self.vision_feature_cache_dtype!r}; use one of {CACHE_DTYPES}."
+            )
         if self.data.image_check not in ("verify", "header"):
             raise ValueError(f"{source}: data.image_check={self.data.image_check!r}; use 'verify' or 'header'.")
 

@@ -7,11 +7,15 @@ the LLM's linear layers only); the vision tower trains only when a stage says so
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 
+from .distributed import log_once
 from .recipes import Recipe, StageConfig
+
+logger = logging.getLogger(__name__)
 
 # LoRA adapters go on the LLM's linear layers only: a bare name list would also hit CLIP's q_proj/k_proj/v_proj.
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -122,25 +126,39 @@ def feature_cache_plan(recipe: Recipe, rows: dict[str, list], processes: int) ->
 
 def stage_feature_cache(model, processor, stage: StageConfig, rows, recipe: Recipe, out: Path, enabled: bool = True):
     """The stage's vision feature cache, filled with every distinct image of its rows, or None if the encoder
-    trains in this stage (its features change) or caching is off for the run (`feature_cache_plan`)."""
+    trains in this stage (its features change), caching is off for the run (`feature_cache_plan`), or, under `auto`,
+    the disk cannot hold it (said in the log; `on` or a folder raise instead, before anything is encoded)."""
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    from .feature_cache import VisionFeatureCache
+    from .feature_cache import InsufficientDiskSpace, VisionFeatureCache, cache_dtype
 
     if not enabled or stage.train_vision_tower or quantized(model):
         return None
     setting = recipe.vision_feature_cache
     root = out / "feature_cache" if setting in ("auto", "on") else Path(setting)
     state = PartialState()
-    cache = VisionFeatureCache(root, model, processor)
+    mixed = "bf16" if stage.bf16 else "fp16" if stage.training_args.get("fp16") else None
+    dtype = cache_dtype(recipe.vision_feature_cache_dtype, next(model.vision_tower.parameters()).dtype, mixed)
+    cache = VisionFeatureCache(root, model, processor, dtype=dtype)
+    images = [image for row in rows for image in (row.get("images") or [])]
+    share = (state.process_index, state.num_processes)
+    try:
+        cache.check_space(model, images, share)
+        full = None
+    except InsufficientDiskSpace as error:
+        full = error
+    # Every process has looked at the disk before any writes to it; they decide together (disks may differ per node).
+    if state.num_processes > 1 and any(gather_object([full is not None])) and full is None:
+        full = InsufficientDiskSpace(f"Another process's disk cannot hold its share of the cache under {root}.")
+    if full is not None:
+        if setting != "auto":
+            raise full
+        log_once(logger, f"[{stage.name}] vision feature cache: off (auto: the disk cannot hold it) -- {full}")
+        return None
     # Every process encodes its share of the distinct images (N processes: N times faster), then all wait until
-    # every file is on disk.
-    cache.precompute(
-        model,
-        [image for row in rows for image in (row.get("images") or [])],
-        shard=(state.process_index, state.num_processes),
-    )
+    # every shard is on disk.
+    cache.precompute(model, images, shard=share, check_space=False)
     state.wait_for_everyone()
     # What the processes encoded together (each distinct image once in all), for the stage summary.
     cache.encoded_total = (
