@@ -107,7 +107,7 @@ def test_the_cache_stores_the_stated_dtype(built, tmp_path):
     images = [row["images"][0] for row in _rows(tmp_path, count=2, distinct=2)]
     full = VisionFeatureCache(tmp_path / "cache", model, processor)
     half = VisionFeatureCache(tmp_path / "cache", model, processor, dtype="bfloat16")
-    assert full.folder != half.folder and half.folder.name.endswith("-bfloat16")
+    assert full.folder != half.folder and half.folder.name.endswith("-bfloat16-shards1")
     full.precompute(model, images, progress=False)
     half.precompute(model, images, progress=False)
     assert half.features(images).dtype == torch.bfloat16
@@ -159,6 +159,20 @@ def test_an_interrupted_precompute_resumes_without_encoding_finished_shards_agai
     reference = VisionFeatureCache(tmp_path / "reference", model, processor)
     reference.precompute(model, images, progress=False)
     assert torch.equal(resumed.features(images), reference.features(images))
+
+
+class _TwoRowsPerImage(_DiesAfter):
+    def get_vision_features(self, pixel_values):
+        return self.model.get_vision_features(pixel_values).repeat(2, 1, 1)  # e.g. a multi-crop encoder
+
+
+def test_an_encoder_giving_several_rows_per_image_is_refused(built, tmp_path):
+    model, processor = built("llama3", "clip")
+    images = [row["images"][0] for row in _rows(tmp_path, count=2, distinct=2)]
+    cache = VisionFeatureCache(tmp_path / "cache", model, processor)
+    with pytest.raises(ValueError, match="2 feature rows for 1 images"):
+        cache.precompute(_TwoRowsPerImage(model, batches=9), images, progress=False)
+    assert len(cache) == 0
 
 
 def test_a_precompute_killed_mid_shard_leaves_nothing_a_reader_sees(built, tmp_path):
@@ -233,9 +247,38 @@ def test_a_full_disk_is_refused_before_anything_is_written(built, tmp_path, monk
     cache = VisionFeatureCache(tmp_path / "cache", model, processor)
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=1000))  # a nearly full disk
-    with pytest.raises(InsufficientDiskSpace, match=r"4 images needs 0\.00 GB in .*1000|vision_feature_cache: off"):
+    with pytest.raises(
+        InsufficientDiskSpace, match=r"of 4 images needs 0\.00 GB in .*-shards1, and its disk has 0\.00 GB"
+    ):
         cache.precompute(model, images, progress=False)
     assert not list(cache.folder.iterdir()) or all(p.suffix == ".lock" for p in cache.folder.iterdir())
+
+
+@pytest.mark.parametrize(("setting", "falls_back"), [("auto", True), ("on", False)])
+def test_a_stage_on_a_full_disk_encodes_on_the_fly_under_auto_and_stops_under_on(
+    built, tmp_path, monkeypatch, caplog, setting, falls_back
+):
+    import logging
+    import shutil
+
+    from llava_swap.feature_cache import InsufficientDiskSpace
+    from llava_swap.stages import stage_feature_cache
+
+    model, processor = built("llama3", "clip")
+    rows = _rows(tmp_path, count=4, distinct=4)
+    recipe = default_recipe().to_dict()
+    recipe["vision_feature_cache"] = setting
+    recipe = Recipe.from_dict(recipe)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=1000))
+    stage = recipe.stages[1]
+    if falls_back:
+        with caplog.at_level(logging.INFO, logger="llava_swap.stages"):
+            assert stage_feature_cache(model, processor, stage, rows, recipe, tmp_path / "out") is None
+        assert "vision feature cache: off (auto: the disk cannot hold it)" in caplog.text
+    else:
+        with pytest.raises(InsufficientDiskSpace, match="needs .* GB in .*free"):
+            stage_feature_cache(model, processor, stage, rows, recipe, tmp_path / "out")
 
 
 def test_encoder_runs_once_per_distinct_image_across_epochs_stages_and_backbones(tmp_path):

@@ -45,7 +45,8 @@ from .data.images import load_image
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "llava-swap-feature-shard/1"  # in every shard's metadata; part of the folder's name too
+FORMAT = "llava-swap-feature-shard/1"  # in every shard's metadata
+LAYOUT = "shards1"  # in the folder's name: a new layout starts a new folder instead of misreading an old one
 SHARD_BYTES = 2**30  # rows per shard file: about 1 GiB (~900 CLIP-L/336 images in bf16)
 OPEN_SHARDS = 64  # shard files kept open for reading (least recently used closed first)
 SPACE_MARGIN = 1.02  # room asked of the disk beyond the rows themselves: headers, filesystem slack
@@ -56,6 +57,14 @@ CACHE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16":
 
 class InsufficientDiskSpace(OSError):
     """The cache folder's disk cannot hold the features about to be encoded."""
+
+    @classmethod
+    def at(cls, folder: Path, need: int, free: int, what: str) -> InsufficientDiskSpace:
+        return cls(
+            f"Caching vision features of {what} needs {_gb(need)} in {folder}, and its disk has {_gb(free)} free. "
+            "Free some space, point vision_feature_cache to a folder on a larger disk, store a smaller "
+            "vision_feature_cache_dtype (bfloat16), or set vision_feature_cache: off to encode images on the fly."
+        )
 
 
 def image_key(image) -> str:
@@ -108,7 +117,7 @@ def cache_dtype(setting: str | None, encoder_dtype: torch.dtype, mixed_precision
 
 
 class VisionFeatureCache:
-    """Vision features per distinct image for one encoder setting, in shards under `root/<identity>-<dtype>/`."""
+    """Vision features per distinct image for one encoder setting, in shards under `root/<identity>-<dtype>-<layout>/`."""
 
     def __init__(
         self,
@@ -123,7 +132,7 @@ class VisionFeatureCache:
         if self.dtype not in SAFETENSORS_DTYPES:
             raise ValueError(f"Cannot cache vision features as {self.dtype}: use one of {sorted(CACHE_DTYPES)}.")
         self.identity = encoder_identity(model, processor)
-        self.folder = Path(root) / f"{self.identity}-{str(self.dtype).removeprefix('torch.')}"
+        self.folder = Path(root) / f"{self.identity}-{str(self.dtype).removeprefix('torch.')}-{LAYOUT}"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.processor = processor
         self.shard_bytes = shard_bytes
@@ -174,26 +183,26 @@ class VisionFeatureCache:
         self.refresh()
         return [(key, image) for key, image in list(distinct.items())[index::count] if key not in self._index]
 
-    def check_space(self, model, images, shard: tuple[int, int] = (0, 1)) -> tuple[int, int]:
-        """(bytes the missing features of this share need, bytes free); raises InsufficientDiskSpace when they do not
-        fit. Encodes the first missing image to learn a row's size (kept for `precompute`); writes nothing."""
+    def space(self, model, images, shard: tuple[int, int] = (0, 1)) -> tuple[int, int, int]:
+        """(missing images of this share, bytes their features need, bytes free on the folder's disk). Encodes the
+        first missing image to learn a row's size (kept: `precompute` writes it without encoding it again)."""
         items = self.missing(images, shard)
+        free = shutil.disk_usage(self.folder).free
         if not items:
-            return 0, shutil.disk_usage(self.folder).free
+            return 0, 0, free
         key, image = items[0]
         if key not in self._probed:
             self._probed = {key: self._encode(model, [image])}
             self.encoded_images += 1
         row = self._probed[key][0]
-        need = math.ceil(len(items) * row.numel() * row.element_size() * SPACE_MARGIN)
-        free = shutil.disk_usage(self.folder).free
+        return len(items), math.ceil(len(items) * row.numel() * row.element_size() * SPACE_MARGIN), free
+
+    def check_space(self, model, images, shard: tuple[int, int] = (0, 1)) -> tuple[int, int]:
+        """(bytes the missing features of this share need, bytes free); raises InsufficientDiskSpace when they do not
+        fit. Writes nothing."""
+        count, need, free = self.space(model, images, shard)
         if need > free:
-            raise InsufficientDiskSpace(
-                f"Caching vision features of {len(items)} images needs {_gb(need)} in {self.folder}, and its disk has "
-                f"{_gb(free)} free. Free some space, point vision_feature_cache to a folder on a larger disk, store a "
-                "smaller vision_feature_cache_dtype (bfloat16), or set vision_feature_cache: off to encode images on "
-                "the fly."
-            )
+            raise InsufficientDiskSpace.at(self.folder, need, free, f"{count} images")
         return need, free
 
     def precompute(
@@ -271,6 +280,11 @@ class VisionFeatureCache:
             features = model.get_vision_features(pixels["pixel_values"].to(device))
         finally:
             model.train(was_training)
+        if len(features) != len(images):  # rows would shift onto other images' keys
+            raise ValueError(
+                f"The encoder returned {len(features)} feature rows for {len(images)} images: the cache "
+                "stores one row per image; set vision_feature_cache: off for this encoder."
+            )
         return features.to("cpu", self.dtype).contiguous()
 
     def _remove_stale_temporaries(self, shard: tuple[int, int]) -> None:
@@ -319,6 +333,9 @@ class VisionFeatureCache:
 
     __del__ = close
 
+    def __getstate__(self) -> dict:  # to spawned data-loader workers: without open files (they reopen them)
+        return {**self.__dict__, "_open": OrderedDict()}
+
 
 # --------------------------------------------------------------------------------------------------------------------
 # The shard file: safetensors' layout (8-byte header length, JSON header, data), written and read in place
@@ -348,12 +365,17 @@ class _ShardLayout:
         return layout
 
     def read_row(self, file, row: int, out: torch.Tensor) -> None:
-        """Reads one row into `out` (contiguous, of the row's shape and dtype): one copy, from the kernel to `out`."""
+        """Reads one row into `out` (contiguous, of the row's shape and dtype): one copy, from the kernel to `out`.
+        At an explicit offset where the OS offers it (`preadv`): a file position shared with forked data-loader
+        workers is never moved."""
         buffer = memoryview(out.view(-1).view(torch.uint8).numpy())
-        file.seek(self.data_start + row * self.row_bytes)
-        filled = 0
-        while filled < self.row_bytes:  # an unbuffered read may return less than asked
-            count = file.readinto(buffer[filled:])
+        start, filled = self.data_start + row * self.row_bytes, 0
+        while filled < self.row_bytes:  # a read may return less than asked
+            if hasattr(os, "preadv"):
+                count = os.preadv(file.fileno(), [buffer[filled:]], start + filled)
+            else:
+                file.seek(start + filled)
+                count = file.readinto(buffer[filled:])
             if not count:
                 raise OSError(f"{file.name} ends inside row {row}: remove the damaged shard.")
             filled += count
@@ -380,7 +402,11 @@ class _ShardWriter:
         encoded = json.dumps(header, separators=(",", ":")).encode()
         encoded += b" " * (-len(encoded) % 8)  # safetensors pads the header so the data starts 8-byte aligned
         self.file = open(self.temporary, "wb")  # noqa: SIM115 (closed by commit or discard)
-        self.file.write(struct.pack("<Q", len(encoded)) + encoded)
+        try:
+            self.file.write(struct.pack("<Q", len(encoded)) + encoded)
+        except BaseException:
+            self.discard()
+            raise
 
     def append(self, rows: torch.Tensor) -> None:
         if tuple(rows.shape[1:]) != self.row_shape or rows.dtype != self.dtype or len(rows) > self.remaining:

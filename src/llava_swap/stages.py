@@ -8,6 +8,7 @@ the LLM's linear layers only); the vision tower trains only when a stage says so
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -131,7 +132,7 @@ def stage_feature_cache(model, processor, stage: StageConfig, rows, recipe: Reci
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    from .feature_cache import InsufficientDiskSpace, VisionFeatureCache, cache_dtype
+    from .feature_cache import VisionFeatureCache, cache_dtype
 
     if not enabled or stage.train_vision_tower or quantized(model):
         return None
@@ -143,14 +144,7 @@ def stage_feature_cache(model, processor, stage: StageConfig, rows, recipe: Reci
     cache = VisionFeatureCache(root, model, processor, dtype=dtype)
     images = [image for row in rows for image in (row.get("images") or [])]
     share = (state.process_index, state.num_processes)
-    try:
-        cache.check_space(model, images, share)
-        full = None
-    except InsufficientDiskSpace as error:
-        full = error
-    # Every process has looked at the disk before any writes to it; they decide together (disks may differ per node).
-    if state.num_processes > 1 and any(gather_object([full is not None])) and full is None:
-        full = InsufficientDiskSpace(f"Another process's disk cannot hold its share of the cache under {root}.")
+    full = _disk_shortfall(cache, model, images, share, state)
     if full is not None:
         if setting != "auto":
             raise full
@@ -165,6 +159,40 @@ def stage_feature_cache(model, processor, stage: StageConfig, rows, recipe: Reci
         sum(gather_object([cache.encoded_images])) if state.num_processes > 1 else cache.encoded_images
     )
     return cache
+
+
+def _disk_shortfall(cache, model, images, share, state):
+    """InsufficientDiskSpace if the processes' shares together do not fit their disks, else None; the same answer
+    on every process. Each looks before any writes; needs are summed per disk (host and device), since the processes
+    of a node usually write to one. A process that fails while looking stops them all, rather than leaving the
+    others waiting for it."""
+    import socket
+
+    from accelerate.utils import gather_object
+
+    from .feature_cache import InsufficientDiskSpace
+
+    try:
+        count, need, free = cache.space(model, images, share)
+        failure = None
+    except Exception as error:  # noqa: BLE001 (re-raised below, once every process has heard of it)
+        count, need, free, failure = 0, 0, 0, error
+    disk = (socket.gethostname(), os.stat(cache.folder).st_dev)
+    reports = [(disk, count, need, free, repr(failure) if failure else None)]
+    if state.num_processes > 1:
+        reports = gather_object(reports)
+    if failure is not None:
+        raise failure
+    failed = [report[4] for report in reports if report[4]]
+    if failed:
+        raise RuntimeError(f"Another process failed while preparing the vision feature cache: {failed[0]}")
+    for disk in {report[0] for report in reports}:
+        on_disk = [report for report in reports if report[0] == disk]
+        need, free = sum(report[2] for report in on_disk), min(report[3] for report in on_disk)
+        if need > free:
+            what = f"{sum(report[1] for report in on_disk)} images ({len(on_disk)} process(es) on this disk)"
+            return InsufficientDiskSpace.at(cache.folder, need, free, what)
+    return None
 
 
 def check_lengths(rows, processor, stage: StageConfig, on_bad_record: str):
