@@ -39,7 +39,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from .data.images import load_image
 
@@ -221,12 +221,20 @@ class VisionFeatureCache:
         what the earlier one left. Nothing is written before the disk is known to hold the result (`check_space`).
         """
         index, count = shard
-        with FileLock(str(self.folder / f".share-{index}-of-{count}.lock")):
+        lock = FileLock(str(self.folder / f".share-{index}-of-{count}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:  # another job fills this share of the folder: wait, then encode only what it left
+            logger.info("Waiting for another job caching vision features in %s ...", self.folder)
+            lock.acquire()
+        try:
             self._remove_stale_temporaries(shard)
             if check_space:
                 self.check_space(model, images, shard)
             items = self.missing(images, shard)
             self._write(self._encoded_batches(model, items, batch_size), items, progress, shard)
+        finally:
+            lock.release()
         self._probed = {}
         return len(items)
 
