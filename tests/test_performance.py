@@ -117,7 +117,10 @@ def test_the_cache_stores_the_stated_dtype(built, tmp_path):
 
 
 def test_cache_dtype_follows_the_encoder_and_mixed_precision():
+    from llava_swap import feature_cache, recipes
     from llava_swap.feature_cache import cache_dtype
+
+    assert set(recipes.CACHE_DTYPES) == {"auto", *feature_cache.CACHE_DTYPES}  # what a recipe accepts, the cache stores
 
     assert cache_dtype("auto", torch.float32) == torch.float32
     assert cache_dtype("auto", torch.float32, "bf16") == torch.bfloat16

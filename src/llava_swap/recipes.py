@@ -29,6 +29,8 @@ STAGES = ("pretrain", "finetune")
 
 
 LANGUAGE_TUNING = ("full", "lora", "qlora", "frozen")
+# feature_cache.CACHE_DTYPES' names, plus auto; spelled out so that reading a recipe does not import torch
+# (tests/test_performance.py checks the two agree).
 CACHE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
