@@ -57,3 +57,17 @@ def test_scale_benchmark_reports_disk_per_image_and_the_rss_ratio():
     for row in rows:  # ... | disk per image (MB) | / features' size |: 576 x 1024 bf16 rows, headers < 1%
         assert float(row[-4]) == pytest.approx(576 * 1024 * 2 / 1e6, rel=0.01) and 1.0 <= float(row[-2]) < 1.01
     assert lines[-1][:3] == ["peak", "RSS", "80/40:"] and float(lines[-1][3]) > 0
+
+
+def test_data_start_benchmark_times_every_step_and_scales_to_665k():
+    lines = _run("data_start.py", "--records", "300", "--turns", "2")
+    table = [[cell.strip() for cell in " ".join(line).strip("|").split("|")] for line in lines if line[:1] == ["|"]]
+    steps = {cells[0]: cells[1:] for cells in table[1:]}  # after the header (the rule is one word: not a row)
+    assert table[0] == ["step", "seconds", "records/s", "at 665k (s)"]
+    assert list(steps) == ["load and check", "rows", "tokenize and check", "dataset", "first batch"]
+    for name, (seconds, _, scaled) in steps.items():  # 2-decimal seconds, times 665k / 300 records
+        factor = 1 if name == "first batch" else 665_000 / 300
+        assert float(seconds) >= 0 and float(scaled) == pytest.approx(float(seconds) * factor, abs=0.006 * factor)
+    held = next(line for line in lines if line[:4] == ["tokens", "and", "masks", "held:"])
+    assert int(held[4].replace(",", "")) > 0
+    assert lines[-1][:4] == ["after", "the", "check,", "665k:"] and float(lines[-1][4]) >= 0

@@ -111,6 +111,7 @@ BAD_OVERRIDES = {
     "model.projectr=linear": r"'model.projectr' is not a field of the recipe \(did you mean 'projector'\?\)",
     "modle.projector=linear": r"'modle' is not a section of the recipe \(did you mean 'model'\?\)",
     "seed=three": r"seed='three': expected an integer",
+    "data.dataset_num_proc=0": r"data.dataset_num_proc=0; use a positive number of processes",
     "stages.1.name=stage1-pretrain": r"stage names \['stage1-pretrain', 'stage1-pretrain'\] repeat",
 }
 

@@ -92,6 +92,10 @@ def test_study_writes_every_section_plot_and_number(study):
     assert positions == sorted(positions)
     assert {p.name for p in (out / "plots").glob("*.png")} == PLOTS
     assert all((out / "plots" / name).stat().st_size > 10_000 for name in PLOTS)
+    manifest = json.loads((out / "manifest.json").read_text())  # numbers resolved per task, as the report states
+    tasks = ("vqa_scene", "seismic_description", "seismic_coordinates")
+    assert (manifest["train_per_task"], manifest["test_per_task"]) == ({t: 16 for t in tasks}, {t: 8 for t in tasks})
+    assert "training items 16 (vqa_scene) / 16 (seismic_description)" in report
     results = json.loads((out / "results.json").read_text())
     assert results["seeds"] == [0, 1]
     task = results["tasks"]["vqa_scene"]
@@ -370,11 +374,12 @@ def test_the_default_study_runs_three_seeds_on_one_set_of_data():
     study = default_study()
     assert (study.seeds, study.data_seed) == ([0, 1, 2], 0)
     assert study.vision_model == "tiny:clip-pretrained"  # an encoder that can see the tasks' images
-    assert [study.train_items(task) for task in study.tasks] == [4000, 1000, 1500]
+    assert [study.train_items(task) for task in study.tasks] == [20000, 4000, 6000]
+    assert [study.test_items(task) for task in study.tasks] == [1000, 200, 200]
 
 
 def test_training_items_per_task(tmp_path):
-    from llava_swap.study import DEFAULT_TRAIN, DEFAULT_TRAIN_ITEMS, prepare_data
+    from llava_swap.study import DEFAULT_TEST, DEFAULT_TEST_ITEMS, DEFAULT_TRAIN, DEFAULT_TRAIN_ITEMS, prepare_data
 
     manifest = {**quick_study(tmp_path), "train_per_task": {"vqa_scene": 12}}
     study = StudyConfig.from_dict(manifest)
@@ -383,17 +388,43 @@ def test_training_items_per_task(tmp_path):
     # Unset, with tasks of the manifest's own: each task gets its default.
     study = StudyConfig.from_dict({**manifest, "tasks": ["shapes"], "train_per_task": None})
     assert study.train_items("shapes") == DEFAULT_TRAIN
-    study = StudyConfig.from_dict({**manifest, "train_per_task": {"vqa_scene": 12, "seismic_description": 3}})
+    study = StudyConfig.from_dict(
+        {
+            **manifest,
+            "train_per_task": {"vqa_scene": 12, "seismic_description": 3, "seismic_coordinates": 2},
+            "test_per_task": {"vqa_scene": 5, "seismic_description": 2, "seismic_coordinates": 3},
+        }
+    )
     prepare_data(study, tmp_path)
-    train = json.loads((tmp_path / "data" / "vqa_scene" / "train.json").read_text())
-    assert len(train) == 12
-    assert len(json.loads((tmp_path / "data" / "seismic_description" / "train.json").read_text())) == 3
+    counts = {
+        (task, split): len(json.loads((tmp_path / "data" / task / f"{split}.json").read_text()))
+        for task in study.tasks
+        for split in ("train", "test")
+    }
+    assert counts == {
+        ("vqa_scene", "train"): 12,
+        ("vqa_scene", "test"): 5,
+        ("seismic_description", "train"): 3,
+        ("seismic_description", "test"): 2,
+        ("seismic_coordinates", "train"): 2,
+        ("seismic_coordinates", "test"): 3,
+    }
+    # Test items default per task too.
+    study = StudyConfig.from_dict({**manifest, "test_per_task": {"vqa_scene": 7}})
+    assert [study.test_items(task) for task in study.tasks] == [7, DEFAULT_TEST, DEFAULT_TEST]
+    assert DEFAULT_TEST_ITEMS["vqa_scene"] > DEFAULT_TEST
     with pytest.raises(ValueError, match=r"train_per_task names \['shapes'\], which are not among tasks"):
         StudyConfig.from_dict({**manifest, "train_per_task": {"shapes": 5}})
-    with pytest.raises(ValueError, match="train_per_task for vqa_scene must be a positive integer; got 0"):
+    with pytest.raises(ValueError, match="train_per_task for vqa_scene must be an integer of at least 1; got 0"):
         StudyConfig.from_dict({**manifest, "train_per_task": {"vqa_scene": 0}})
     with pytest.raises(ValueError, match="train_per_task must be a number or one per task"):
         StudyConfig.from_dict({**manifest, "train_per_task": "many"})
+    with pytest.raises(
+        ValueError, match="test_per_task for seismic_coordinates must be an integer of at least 2; got 1"
+    ):
+        StudyConfig.from_dict({**manifest, "test_per_task": {"seismic_coordinates": 1}})
+    with pytest.raises(ValueError, match="test_per_task for vqa_scene must be an integer of at least 2; got 1"):
+        StudyConfig.from_dict({**manifest, "test_per_task": 1})
 
 
 def test_seed_manifest_errors():

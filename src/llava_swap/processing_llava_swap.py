@@ -12,6 +12,7 @@ and two fixes:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from transformers import LlavaProcessor
 
@@ -113,6 +114,7 @@ class LlavaSwapProcessor(LlavaProcessor):
         masks = []
         for index, ((prompt, spans), row) in enumerate(zip(rendered, rows, strict=True)):
             expanded_ids, expanded_mask = self._tokenize_rendered(prompt, spans, per_image)
+            expanded_ids, expanded_mask = expanded_ids.tolist(), expanded_mask.astype(int).tolist()
             masks.append(_place_mask(expanded_ids, expanded_mask, row, attention[index] if attention else None, index))
         out["assistant_masks"] = torch.tensor(masks, dtype=torch.long) if as_tensor else masks
         return out
@@ -125,8 +127,28 @@ class LlavaSwapProcessor(LlavaProcessor):
         What the model will see, cheaply: for checking a data set (lengths, truncation, supervised tokens) before
         training, without decoding a single image.
         """
-        ((prompt, spans),) = self._render([messages], chat_template, add_generation_prompt, False)
-        return self._tokenize_rendered(prompt, spans, self.num_image_tokens)
+        ((ids, mask),) = self.tokenize_conversations([messages], add_generation_prompt, chat_template)
+        return ids.tolist(), mask.astype(int).tolist()
+
+    def tokenize_conversations(
+        self, conversations: list[list[dict]], add_generation_prompt: bool = False, chat_template: str | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`tokenize_conversation` for many conversations at once, as compact arrays: int32 token ids and a bool
+        assistant mask per conversation. The tokenizer encodes the batch in one call (a fast tokenizer spreads it
+        over the CPU's cores); a conversation the template refuses raises for the whole batch."""
+        rendered = self._render(conversations, chat_template, add_generation_prompt, False)
+        if not rendered:
+            return []
+        encoding = self.tokenizer(
+            [prompt for prompt, _ in rendered], add_special_tokens=False, return_offsets_mapping=True
+        )
+        per_image = self.num_image_tokens
+        return [
+            self._expand(ids, offsets, spans, per_image)
+            for ids, offsets, (_, spans) in zip(
+                encoding["input_ids"], encoding["offset_mapping"], rendered, strict=True
+            )
+        ]
 
     @property
     def num_image_tokens(self) -> int:
@@ -149,16 +171,26 @@ class LlavaSwapProcessor(LlavaProcessor):
             **template_kwargs,
         )
 
-    def _tokenize_rendered(self, prompt: str, spans, per_image: int) -> tuple[list[int], list[int]]:
-        """Tokens of a rendered prompt with each image expanded, and 1 for tokens inside a generation span."""
+    def _tokenize_rendered(self, prompt: str, spans, per_image: int) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens of a rendered prompt with each image expanded, and True for tokens inside a generation span."""
         encoding = self.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
-        ids, mask = [], []
-        for token, (start, end) in zip(encoding["input_ids"], encoding["offset_mapping"], strict=True):
-            inside = int(end > start and any(start < span_end and end > span_start for span_start, span_end in spans))
-            copies = per_image if token == self.image_token_id else 1  # an image's tokens are never supervised
-            ids += [token] * copies
-            mask += [0 if token == self.image_token_id else inside] * copies
-        return ids, mask
+        return self._expand(encoding["input_ids"], encoding["offset_mapping"], spans, per_image)
+
+    def _expand(self, ids, offsets, spans, per_image: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each image token repeated `per_image` times, and the mask of the tokens that overlap an answer span by
+        at least one character (an image's tokens never do)."""
+        ids = np.asarray(ids, dtype=np.int32)
+        offsets = np.asarray(offsets, dtype=np.int64).reshape(len(ids), 2)
+        starts, ends = offsets[:, 0], offsets[:, 1]
+        if spans:
+            bounds = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+            overlaps = (starts[:, None] < bounds[None, :, 1]) & (ends[:, None] > bounds[None, :, 0])
+            inside = (ends > starts) & overlaps.any(axis=1)
+        else:
+            inside = np.zeros(len(ids), dtype=bool)
+        image = ids == self.image_token_id
+        copies = np.where(image, per_image, 1)
+        return np.repeat(ids, copies), np.repeat(inside & ~image, copies)
 
 
 def _place_mask(expanded_ids, expanded_mask, row, attention_row, index) -> list[int]:

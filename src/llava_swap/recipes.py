@@ -70,6 +70,13 @@ class DataConfig:
         default="verify",
         metadata={"help": "How images are checked before training: verify (read whole) or header (fast; opens only)."},
     )
+    dataset_num_proc: int | None = field(
+        default=None,
+        metadata={
+            "help": "Processes that tokenize and check the rows before training; None: one per CPU core (shared by "
+            "a node's ranks, at most 16) from 20,000 rows, else 1."
+        },
+    )
     task: str | None = field(
         default="shapes",
         metadata={"help": "Task that scores the held-out items (and generates synthetic data); None: exact match."},
@@ -252,6 +259,12 @@ class Recipe:
             )
         if self.data.image_check not in ("verify", "header"):
             raise ValueError(f"{source}: data.image_check={self.data.image_check!r}; use 'verify' or 'header'.")
+        processes = self.data.dataset_num_proc
+        if processes is not None and (isinstance(processes, bool) or not isinstance(processes, int) or processes < 1):
+            raise ValueError(
+                f"{source}: data.dataset_num_proc={processes!r}; use a positive number of processes, or leave it "
+                "unset to use the CPU's cores."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

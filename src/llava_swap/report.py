@@ -698,11 +698,11 @@ def _plots_caption(results: dict[str, Any]) -> str:
     return f"Plots: training seed {seeds[0]}, the first of the study's {len(seeds)}; the tables give every seed."
 
 
-def _training_items(manifest: dict[str, Any]) -> str:
-    counts = manifest["train_per_task"]  # resolved per task when the study ran
+def _items(manifest: dict[str, Any], field: str) -> str:
+    counts = manifest[field]  # resolved per task when the study ran
     if isinstance(counts, dict):
         return " / ".join(f"{counts[task]} ({task})" for task in manifest["tasks"])
-    return str(counts)
+    return f"{counts} per task"
 
 
 def _manifest_section(manifest: dict[str, Any]) -> list[str]:
@@ -714,8 +714,8 @@ def _manifest_section(manifest: dict[str, Any]) -> list[str]:
         f"Vision encoder `{manifest['vision_model']}`; training seed{'s' if len(seeds) > 1 else ''} "
         f"{', '.join(map(str, seeds))} (every variant is trained once per seed: the initialisation of the new rows and "
         f"the projector, and the data order); data seed {manifest['data_seed']} (the same generated data for every "
-        f"seed); tasks {', '.join(manifest['tasks'])}; {_training_items(manifest)} training and "
-        f"{manifest['test_per_task']} test items per task; budget {manifest['pretrain_examples']} pretraining and "
+        f"seed); tasks {', '.join(manifest['tasks'])}; training items {_items(manifest, 'train_per_task')}; test "
+        f"items {_items(manifest, 'test_per_task')}; budget {manifest['pretrain_examples']} pretraining and "
         f"{manifest['finetune_examples']} finetuning examples per run (within a seed, the same images, answers and "
         "order for every variant).",
         "",

@@ -195,13 +195,13 @@ def _disk_shortfall(cache, model, images, share, state):
     return None
 
 
-def check_lengths(rows, processor, stage: StageConfig, on_bad_record: str):
+def check_lengths(rows, processor, stage: StageConfig, on_bad_record: str, num_proc: int | None = None):
     """The rows that fit the stage (max_length, image tokens, a supervised answer), and those dropped, as skipped
-    records; with on_bad_record="error" the first misfit raises instead."""
+    records; with on_bad_record="error" the first misfit raises instead. `num_proc`: see `collator.check_rows`."""
     from .collator import check_rows
     from .data.records import SkippedRecord
 
-    tokenized, failures = check_rows(rows, processor, stage.max_length)
+    tokenized, failures = check_rows(rows, processor, stage.max_length, num_proc)
     if failures and on_bad_record == "error":
         raise failures[0][1]
     failed = {id(row) for row, _ in failures}

@@ -44,6 +44,8 @@ from .stages import (
 
 logger = logging.getLogger(__name__)
 
+TRAINING_COLUMNS = ("id", "source", "images", "messages", "length", "tokens", "supervised")
+
 
 def run_recipe(
     recipe: Recipe,
@@ -80,10 +82,14 @@ def run_recipe(
 
         loaded["eval"] = get_task(recipe.data.task).keep_own(loaded["eval"], recipe.data.on_bad_record)
     model, processor = _initial_model(recipe, language_source, vision_source)
-    rows = {name: [record.to_row() for record in data.records] for name, data in loaded.items()}
+    # The records are not used again: their rows take their messages as they are, not copies
+    rows = {name: [record.to_row(copy=False) for record in data.records] for name, data in loaded.items()}
     skipped = {name: data.skipped for name, data in loaded.items()}
+    del loaded
     for stage in recipe.stages:
-        rows[stage.data], dropped = check_lengths(rows[stage.data], processor, stage, recipe.data.on_bad_record)
+        rows[stage.data], dropped = check_lengths(
+            rows[stage.data], processor, stage, recipe.data.on_bad_record, recipe.data.dataset_num_proc
+        )
         skipped[stage.data] = skipped[stage.data] + dropped
     if state.is_main_process:
         write_skipped(out, skipped)
@@ -228,7 +234,9 @@ def _run_stage(
     trainer = LlavaSwapSFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(rows),
+        # What the collator and the length-grouped sampler read; not the records' meta, which training never reads
+        # and whose values Arrow would have to fit one type per key across the whole data set
+        train_dataset=Dataset.from_list([{key: row[key] for key in TRAINING_COLUMNS if key in row} for row in rows]),
         data_collator=LlavaSwapCollator(
             processor, max_length=stage.max_length, feature_cache=cache, padding_free=stage.padding_free
         ),
