@@ -4,6 +4,7 @@ never raises, and the shipped evaluate modules loading offline and agreeing with
 from __future__ import annotations
 
 import math
+import re
 
 import evaluate
 import numpy as np
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llava_swap.metrics as metrics
+import llava_swap.metrics.vqa as vqa_module
 from llava_swap.metrics import (
     calibration,
     coordinate_error,
@@ -38,45 +40,194 @@ def test_vqa_score_ten_references(matches, expected):
     assert vqa_score("two", answers, normalize_unanimous=True) == pytest.approx(1.0 if matches == 10 else expected)
 
 
-def _official_vqa_eval(prediction: str, answers: list[str]) -> float:
-    """The per-question loop of vqaEval.py (GT-Vision-Lab/VQA, evaluate()), ported statement by statement; its
-    processPunctuation / processDigitArticle are the module's ports."""
-    from llava_swap.metrics.vqa import _process_digits_and_articles, _process_punctuation
+class _OfficialVQAEval:
+    """vqaEval.py of GT-Vision-Lab/VQA at HEAD (a013f00, "Fixed processing answers bug"), ported statement by
+    statement to Python 3: `processPunctuation`, `processDigitArticle` and the per-question loop of `evaluate()`. It
+    shares nothing with llava_swap.metrics.vqa but the two word tables, which test_official_tables checks."""
 
-    gts = [
-        {"answer": answer.replace("\n", " ").replace("\t", " ").strip(), "answer_id": i}
-        for i, answer in enumerate(answers)
-    ]
-    res_ans = prediction.replace("\n", " ").replace("\t", " ").strip()
-    gt_answers = [ans["answer"] for ans in gts]
-    if len(set(gt_answers)) > 1:
-        for ans in gts:
-            ans["answer"] = _process_punctuation(ans["answer"])
-        res_ans = _process_punctuation(res_ans)
-        res_ans = _process_digits_and_articles(res_ans)
-    gt_acc = []
-    for gt_ans in gts:
-        other = [item for item in gts if item != gt_ans]
-        matching = [item for item in other if item["answer"] == res_ans]
-        gt_acc.append(min(1, float(len(matching)) / 3))
-    return sum(gt_acc) / len(gt_acc)
+    def __init__(self):
+        self.contractions = vqa_module.CONTRACTIONS
+        self.manualMap = dict(vqa_module.DIGIT_WORDS)
+        self.articles = ["a", "an", "the"]
+        self.periodStrip = re.compile(r"(?!<=\d)(\.)(?!\d)")
+        self.commaStrip = re.compile(r"(\d)(\,)(\d)")
+        self.punct = [
+            ";",
+            r"/",
+            "[",
+            "]",
+            '"',
+            "{",
+            "}",
+            "(",
+            ")",
+            "=",
+            "+",
+            "\\",
+            "_",
+            "-",
+            ">",
+            "<",
+            "@",
+            "`",
+            ",",
+            "?",
+            "!",
+        ]
 
+    def processPunctuation(self, inText):
+        outText = inText
+        for p in self.punct:
+            if (p + " " in inText or " " + p in inText) or (re.search(self.commaStrip, inText) != None):  # noqa: E711
+                outText = outText.replace(p, "")
+            else:
+                outText = outText.replace(p, " ")
+        outText = self.periodStrip.sub("", outText, re.UNICODE)
+        return outText
+
+    def processDigitArticle(self, inText):
+        outText = []
+        tempText = inText.lower().split()
+        for word in tempText:
+            word = self.manualMap.setdefault(word, word)
+            if word not in self.articles:
+                outText.append(word)
+        for wordId, word in enumerate(outText):
+            if word in self.contractions:
+                outText[wordId] = self.contractions[word]
+        outText = " ".join(outText)
+        return outText
+
+    def question_accuracy(self, resAns: str, answers: list[str]) -> float:
+        gts = {"answers": [{"answer": answer, "answer_id": i + 1} for i, answer in enumerate(answers)]}
+        for ansDic in gts["answers"]:
+            ansDic["answer"] = ansDic["answer"].replace("\n", " ")
+            ansDic["answer"] = ansDic["answer"].replace("\t", " ")
+            ansDic["answer"] = ansDic["answer"].strip()
+        resAns = resAns.replace("\n", " ")
+        resAns = resAns.replace("\t", " ")
+        resAns = resAns.strip()
+        gtAcc = []
+        gtAnswers = [ans["answer"] for ans in gts["answers"]]
+        if len(set(gtAnswers)) > 1:
+            for ansDic in gts["answers"]:
+                ansDic["answer"] = self.processPunctuation(ansDic["answer"])
+                ansDic["answer"] = self.processDigitArticle(ansDic["answer"])
+            resAns = self.processPunctuation(resAns)
+            resAns = self.processDigitArticle(resAns)
+        for gtAnsDatum in gts["answers"]:
+            otherGTAns = [item for item in gts["answers"] if item != gtAnsDatum]
+            matchingAns = [item for item in otherGTAns if item["answer"] == resAns]
+            acc = min(1, float(len(matchingAns)) / 3)
+            gtAcc.append(acc)
+        return float(sum(gtAcc)) / len(gtAcc)
+
+
+OFFICIAL = _OfficialVQAEval()
 
 OFFICIAL_CASES = [
     ("two", ["2"] * 10),  # unanimous: no normalisation, 0
     ("2", ["2"] * 10),
     ("Yes", ["yes"] * 10),  # unanimous and case-sensitive
     ("two", ["2"] * 9 + ["two"]),
+    ("2", ["two"] * 4 + ["three"] * 6),  # both sides normalised: "two" -> "2" matches 4 humans
     ("The red one.", ["red"] * 6 + ["red one"] * 4),
     ("A dog\n", ["dog", "dogs", "a dog", "dog", "the dog", "puppy", "dog", "dog", "Dog", "dog"]),
     ("dont know", ["don't know"] * 5 + ["no idea"] * 5),
+    ("dont know", ["dont know"] * 5 + ["no idea"] * 5),  # the humans' "dont" is restored too
     ("3,000", ["3000"] * 3 + ["3,000"] * 7),
+    ("Yes", ["YES", "yes."] + ["no"] * 8),
 ]
 
 
 @pytest.mark.parametrize(("prediction", "answers"), OFFICIAL_CASES)
 def test_vqa_score_equals_the_official_evaluation(prediction, answers):
-    assert vqa_score(prediction, answers) == pytest.approx(_official_vqa_eval(prediction, answers), abs=1e-12)
+    assert vqa_score(prediction, answers) == pytest.approx(OFFICIAL.question_accuracy(prediction, answers), abs=1e-12)
+
+
+def test_vqa_score_normalises_both_sides_when_the_humans_disagree():
+    # The issue's case: a Beta-v0.9 / HEAD mix scored it 0.0.
+    assert vqa_score("2", ["two"] * 4 + ["three"] * 6) == 1.0
+    assert vqa_score("two", ["2"] * 10) == 0.0  # unanimous: compared as they are
+    assert vqa_score("two", ["2"] * 10, normalize_unanimous=True) == 1.0
+
+
+def test_official_tables():
+    """The port above shares the two word tables; these are the official ones (vqaEval.py HEAD)."""
+    assert len(vqa_module.CONTRACTIONS) == 120 and vqa_module.CONTRACTIONS["dont"] == "don't"
+    assert {
+        word: str(i)
+        for i, word in enumerate(
+            ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+        )
+    } | {"none": "0"} == vqa_module.DIGIT_WORDS
+
+
+# Pieces that exercise every rule: number words and digits, articles, contractions with and without apostrophes,
+# each punctuation mark with and without touching spaces, digit-comma-digit, periods before and after digits, case,
+# and newlines and tabs.
+_PIECES = [
+    "two",
+    "2",
+    "Two",
+    "none",
+    "0",
+    "ten",
+    "10",
+    "a",
+    "an",
+    "The",
+    "dog",
+    "dogs",
+    "red",
+    "dont",
+    "don't",
+    "Im",
+    "yes",
+    "no",
+    "3,000",
+    "3000",
+    "2.5",
+    "st.",
+    "1.",
+    "e-mail",
+    "black/white",
+    "black / white",
+    "(yes)",
+    "yes!",
+    "it's",
+    "?",
+    ",",
+    ";",
+    "-",
+    "\n",
+    "\t",
+    " ",
+    "  ",
+    ".",
+    "...",
+    "\\",
+    "<",
+    ">",
+    "@",
+    "`",
+    '"',
+    "_",
+    "=",
+]
+_text = st.lists(st.sampled_from(_PIECES), min_size=0, max_size=5).map(lambda parts: " ".join(parts))
+_answer_pool = st.lists(_text, min_size=1, max_size=4)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(data=st.data())
+def test_vqa_score_equals_the_official_evaluation_on_generated_cases(data):
+    """Generated cases, unanimous and not: humans draw from a small pool (so they often agree, fully or in part),
+    the prediction is one of them or fresh text."""
+    pool = data.draw(_answer_pool)
+    answers = data.draw(st.lists(st.sampled_from(pool), min_size=2, max_size=10))
+    prediction = data.draw(st.one_of(st.sampled_from(pool), _text))
+    assert vqa_score(prediction, answers) == pytest.approx(OFFICIAL.question_accuracy(prediction, answers), abs=1e-12)
 
 
 def test_vqa_score_is_the_leave_one_out_mean_for_any_number_of_references():

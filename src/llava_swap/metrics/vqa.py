@@ -1,8 +1,8 @@
 """VQAv2 accuracy: the official answer normalisation and the leave-one-out "min(1, matches / 3)" score.
 
-`normalize_vqa_answer` follows `vqaEval.py` of the official VQA API (github.com/GT-Vision-Lab/VQA) rule for rule,
-quirks included, and `vqa_score` applies it where the official code does (human answers get the punctuation rule
-only, and nothing is normalised when the humans agree unanimously), so numbers here match the evaluation server's.
+`normalize_vqa_answer` follows `vqaEval.py` of the official VQA API (github.com/GT-Vision-Lab/VQA, HEAD a013f00) rule
+for rule, quirks included, and `vqa_score` applies it where that code does (to the human answers and the prediction
+alike when the humans disagree, to neither when they agree unanimously), so numbers here match the official code's.
 """
 
 from __future__ import annotations
@@ -186,20 +186,19 @@ def normalize_vqa_answer(text: str) -> str:
     periods not followed by a digit removed; words `none`, `zero`..`ten` to `0`..`10`; articles `a an the` dropped;
     contractions written without their apostrophe restored ("dont" -> "don't"); single spaces.
     """
-    text = text.lower().replace("\n", " ").replace("\t", " ").strip()
-    return _process_digits_and_articles(_process_punctuation(text))
+    return _normalize_stripped(_whitespace(text))
 
 
 def vqa_score(prediction: str, answers: Sequence[str], normalize_unanimous: bool = False) -> float:
-    """VQA accuracy of one answer against the human answers, as the official `vqaEval.py` computes it.
+    """VQA accuracy of one answer against the human answers, as the official `vqaEval.py` (HEAD) computes it.
 
-    Newlines and tabs become spaces and both sides are stripped. When the humans disagree, their answers go through
-    the punctuation rule and the prediction through the punctuation, digit, article and contraction rules; when they
-    all gave the same answer, the official code normalises nothing, so "two" against ten "2" scores 0
-    (`normalize_unanimous=True` normalises both sides fully there instead, which is not the official number). With
-    several answers: the mean, over each answer left out in turn, of min(1, matches among the others / 3): with the
-    10 answers of VQAv2, 4+ matches score 1.0, 3 score 0.9, 2 score 0.6, 1 scores 0.3. With one answer (where the
-    official leave-one-out always gives 0): exact match after full normalisation, 1.0 or 0.0.
+    Newlines and tabs become spaces and both sides are stripped. When the humans disagree, both their answers and the
+    prediction go through the punctuation, digit, article and contraction rules; when they all gave the same answer,
+    the official code normalises nothing more, so "two" against ten "2" scores 0 (`normalize_unanimous=True`
+    normalises both sides fully there too, which is not the official number). With several answers: the mean, over
+    each answer left out in turn, of min(1, matches among the others / 3): with the 10 answers of VQAv2, 4+ matches
+    score 1.0, 3 score 0.9, 2 score 0.6, 1 scores 0.3. With one answer (where the official leave-one-out always gives
+    0): exact match after full normalisation, 1.0 or 0.0.
     """
     if isinstance(answers, str):
         raise TypeError("answers must be a list of reference answers, not one string")
@@ -209,12 +208,10 @@ def vqa_score(prediction: str, answers: Sequence[str], normalize_unanimous: bool
         return float(normalize_vqa_answer(prediction) == normalize_vqa_answer(answers[0]))
     answers = [_whitespace(answer) for answer in answers]
     predicted = _whitespace(prediction)
-    if len(set(answers)) > 1:
-        answers = [_process_punctuation(answer) for answer in answers]
-        predicted = _process_digits_and_articles(_process_punctuation(predicted))
-    elif normalize_unanimous:
-        answers = [normalize_vqa_answer(answer) for answer in answers]
-        predicted = normalize_vqa_answer(predicted)
+    # GT-Vision-Lab/VQA a013f00 ("Fixed processing answers bug"): both sides, and only when the humans disagree.
+    if len(set(answers)) > 1 or normalize_unanimous:
+        answers = [_normalize_stripped(answer) for answer in answers]
+        predicted = _normalize_stripped(predicted)
     matches = [answer == predicted for answer in answers]
     total = sum(matches)
     # Official loop: one term per left-out answer, summed in order, then divided by their number.
@@ -224,6 +221,12 @@ def vqa_score(prediction: str, answers: Sequence[str], normalize_unanimous: bool
 
 def _whitespace(text: str) -> str:
     return text.replace("\n", " ").replace("\t", " ").strip()
+
+
+def _normalize_stripped(text: str) -> str:
+    """The official order on text whose whitespace is already handled: punctuation, then digits/articles (which
+    lower-cases)."""
+    return _process_digits_and_articles(_process_punctuation(text))
 
 
 def vqa_accuracy(

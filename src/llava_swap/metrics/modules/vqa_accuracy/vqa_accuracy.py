@@ -10,12 +10,12 @@ import evaluate
 from llava_swap.metrics.vqa import vqa_accuracy
 
 _DESCRIPTION = """\
-VQA accuracy as computed by the official VQAv2 evaluation (vqaEval.py of the VQA API): answers and human answers are
-normalised (lower case, punctuation, number words to digits, articles dropped, contractions restored), then an answer
+VQA accuracy as computed by the official VQAv2 evaluation (vqaEval.py of the VQA API, HEAD): when the human answers
+differ, they and the answer are normalised (lower case, punctuation, number words to digits, articles dropped,
+contractions restored); when they are unanimous, only whitespace is. Then an answer
 scores the mean, over each human answer left out in turn, of min(1, matching other human answers / 3). With the 10
 human answers of VQAv2, 4 or more matches score 1.0, 3 score 0.9, 2 score 0.6, 1 scores 0.3. With a single reference
-answer the score is exact match after normalisation. As in the official code, nothing is normalised when the human
-answers are unanimous. The result is the mean over questions, in [0, 1].
+answer the score is exact match after normalisation. The result is the mean over questions, in [0, 1].
 """
 
 _KWARGS_DESCRIPTION = """\
