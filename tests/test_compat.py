@@ -46,15 +46,27 @@ def test_checkpoint_saved_by_0_1_loads_and_computes_what_it_did():
     assert torch.equal(generated[0, inputs["input_ids"].shape[1] :], expected["generated"])
 
 
-def test_saving_keeps_the_on_disk_layout_of_0_1(tmp_path):
+def _llava_hf_name(name_in_0_1: str) -> str:
+    """0.1.0.dev0 wrote the CLIP tower as transformers 5 names it; llava-hf (and vLLM) put it under `vision_model.`."""
+    return name_in_0_1.replace("vision_tower.", "vision_tower.vision_model.", 1)
+
+
+def test_saving_writes_the_llava_hf_layout_with_the_tensors_of_0_1(tmp_path):
     model = LlavaSwapForCausalLM.from_pretrained(RELEASE_0_1 / "checkpoint")
     model.save_pretrained(tmp_path)
     with (
         safe_open(RELEASE_0_1 / "checkpoint" / "model.safetensors", "pt") as before,
         safe_open(tmp_path / "model.safetensors", "pt") as now,
     ):
-        assert set(now.keys()) == set(before.keys())
-        assert all(torch.equal(now.get_tensor(key), before.get_tensor(key)) for key in before.keys())  # noqa: SIM118
+        assert set(now.keys()) == {_llava_hf_name(key) for key in before.keys()}  # noqa: SIM118
+        assert {key.split(".")[0] for key in now.keys()} == {  # noqa: SIM118
+            "language_model",
+            "vision_tower",
+            "multi_modal_projector",
+        }
+        assert all(torch.equal(now.get_tensor(_llava_hf_name(key)), before.get_tensor(key)) for key in before.keys())  # noqa: SIM118
+    reloaded = LlavaSwapForCausalLM.from_pretrained(tmp_path).state_dict()
+    assert all(torch.equal(value, reloaded[key]) for key, value in model.state_dict().items())
 
 
 def test_load_state_dict_takes_the_on_disk_layout():
@@ -92,14 +104,16 @@ def test_to_module_names_renames_only_the_on_disk_prefixes():
             "vision_tower.vision_model.embeddings.patch_embedding.weight": 3,
             "multi_modal_projector.linear_1.bias": 4,
             "model.language_model.norm.weight": 5,  # already a module name
+            "vision_tower.encoder.layers.0.mlp.fc1.weight": 6,  # as 0.1.0.dev0 and transformers 5 write it
         }
     )
     assert renamed == {
         "model.language_model.layers.0.mlp.up_proj.weight": 1,
         "lm_head.weight": 2,
-        "model.vision_tower.vision_model.embeddings.patch_embedding.weight": 3,
+        "model.vision_tower.embeddings.patch_embedding.weight": 3,
         "model.multi_modal_projector.linear_1.bias": 4,
         "model.language_model.norm.weight": 5,
+        "model.vision_tower.encoder.layers.0.mlp.fc1.weight": 6,
     }
     assert len(NATIVE_LAYOUT) == 4
 

@@ -86,11 +86,30 @@ def test_native_checkpoint_loads_into_llava_swap(built, tmp_path):
         assert torch.equal(ours(**inputs).logits, native(**inputs).logits)
 
 
-def test_saved_checkpoint_uses_the_native_on_disk_layout(built, tmp_path):
+# The llava-hf layout, what vLLM's llava loader reads: the tower under its standalone checkpoint's prefix.
+LLAVA_HF_PREFIXES = {
+    "clip": (
+        "vision_tower.vision_model.",
+        "language_model.model.",
+        "language_model.lm_head.",
+        "multi_modal_projector.",
+    ),
+    "siglip": (
+        "vision_tower.vision_model.",
+        "language_model.model.",
+        "language_model.lm_head.",
+        "multi_modal_projector.",
+    ),
+    "dinov2": ("vision_tower.", "language_model.model.", "language_model.lm_head.", "multi_modal_projector."),
+}
+
+
+@pytest.mark.parametrize(("family", "kind"), [("llama3", "clip"), ("llama2", "siglip"), ("gemma", "dinov2")])
+def test_saved_and_exported_checkpoints_use_the_llava_hf_layout(built, tmp_path, family, kind):
     """What we save is what llava-hf checkpoints hold, so a config rewrite alone makes it native."""
     from safetensors import safe_open
 
-    model, processor = built("llama3", "clip")
+    model, processor = built(family, kind)
     model.save_pretrained(tmp_path / "ours")
     export_hf_llava(model, processor, tmp_path / "native")
     with (
@@ -99,6 +118,38 @@ def test_saved_checkpoint_uses_the_native_on_disk_layout(built, tmp_path):
     ):
         assert set(ours.keys()) == set(native.keys())
         assert all(torch.equal(ours.get_tensor(key), native.get_tensor(key)) for key in ours.keys())  # noqa: SIM118
+        names = list(native.keys())  # noqa: SIM118
+    assert all(name.startswith(LLAVA_HF_PREFIXES[kind]) for name in names), names
+    tower = [name for name in names if name.startswith("vision_tower.")]
+    assert len(tower) == sum(1 for _ in model.vision_tower.state_dict())
+    if kind != "dinov2":
+        assert all(name.startswith("vision_tower.vision_model.") for name in tower)
+
+
+def test_sharded_checkpoint_gets_the_layout_in_every_shard_and_the_index(built, tmp_path):
+    model, _ = built("llama3", "clip")
+    model.save_pretrained(tmp_path, max_shard_size="200KB")
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"]
+    assert len(set(index.values())) > 1
+    assert all(name.startswith(LLAVA_HF_PREFIXES["clip"]) for name in index)
+    from safetensors import safe_open
+
+    for shard in set(index.values()):
+        with safe_open(tmp_path / shard, "pt") as handle:
+            assert {name for name, file in index.items() if file == shard} == set(handle.keys())
+    reloaded = LlavaSwapForCausalLM.from_pretrained(tmp_path).state_dict()
+    assert all(torch.equal(value, reloaded[key]) for key, value in model.state_dict().items())
+
+
+def test_export_names_what_vllm_cannot_serve(built, tmp_path, caplog):
+    from llava_swap.interop import serving_note
+
+    model, processor = built("gemma", "dinov2")
+    with caplog.at_level("INFO", logger="llava_swap.interop"):
+        export_hf_llava(model, processor, tmp_path / "dinov2")
+    assert [record.levelname for record in caplog.records] == ["WARNING"]
+    assert "vLLM cannot" in caplog.records[0].getMessage() and "dinov2" in caplog.records[0].getMessage()
+    assert "and vLLM serve" in serving_note("clip_vision_model") and "vLLM cannot" in serving_note("dinov2")
 
 
 def test_linear_projector_cannot_be_exported(built, tmp_path):

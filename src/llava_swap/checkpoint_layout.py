@@ -1,42 +1,116 @@
-"""The tensor names of llava checkpoints on disk, and their renaming to the model's module tree.
+"""The tensor names of llava checkpoints on disk, and their renaming to and from the model's module tree.
 
 llava checkpoints (llava-hf/*, what vLLM and SGLang read, and llava-swap's own) keep transformers 4's tensor names:
-`language_model.model.*`, `language_model.lm_head`, `vision_tower.*`, `multi_modal_projector.*`. transformers 5
-moved the modules under `model.`; loading renames, saving renames back (registered for `llava_swap` here), so one
-file layout serves both our format and the native one.
+`language_model.model.*`, `language_model.lm_head.*`, `multi_modal_projector.*`, and the vision tower under
+`vision_tower.` as its standalone checkpoint names it (`vision_tower.vision_model.*` for CLIP and SigLIP,
+`vision_tower.*` for DINOv2). transformers 5 moved the modules under `model.` and dropped CLIP's and SigLIP's
+`vision_model.` level; its own `save_pretrained` writes `vision_tower.embeddings.*`, which vLLM refuses. So loading
+renames every layout ever written (llava-hf's, transformers 5's, llava-swap's before 0.1.0) to module paths, and
+`write_disk_layout` rewrites what `save_pretrained` wrote to the llava-hf names, for our format and the native export
+alike: one file layout that every reader takes.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
+
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from . import compat
 
-# regex on the on-disk name -> module path
+# regex on the on-disk name -> module path, for `from_pretrained`. transformers strips CLIP's and SigLIP's
+# `vision_model.` level itself, as it does for llava-hf checkpoints (its CLIPVisionModel conversion, applied to
+# submodules too).
 NATIVE_LAYOUT = {
     r"^language_model\.lm_head": "lm_head",
     r"^language_model\.model": "model.language_model",
     r"^vision_tower": "model.vision_tower",
     r"^multi_modal_projector": "model.multi_modal_projector",
 }
+# The same renaming done by hand (`load_state_dict` of a file's tensors, as the Trainer's resume does): the first
+# matching rule wins, so a tower's `vision_model.` level goes before the plain `vision_tower.` rule sees it.
+_TO_MODULES = (
+    (re.compile(r"^language_model\.lm_head\."), "lm_head."),
+    (re.compile(r"^language_model\.model\."), "model.language_model."),
+    (re.compile(r"^vision_tower\.vision_model\."), "model.vision_tower."),
+    (re.compile(r"^vision_tower\."), "model.vision_tower."),
+    (re.compile(r"^multi_modal_projector\."), "model.multi_modal_projector."),
+)
+_SAFETENSORS_INDEX = "model.safetensors.index.json"
+
+
+def to_module_name(name: str) -> str:
+    """The module path of an on-disk tensor name (any layout above); module paths pass unchanged."""
+    for pattern, replacement in _TO_MODULES:
+        renamed, count = pattern.subn(replacement, name)
+        if count:
+            return renamed
+    return name
 
 
 def to_module_names(state_dict: Mapping) -> dict:
-    """`state_dict` with on-disk names renamed to module paths; names already in the module tree pass unchanged."""
-    renamed = {}
-    for key, value in state_dict.items():
-        for pattern, replacement in NATIVE_LAYOUT.items():
-            key, count = re.subn(pattern, replacement, key)
-            if count:
-                break
-        renamed[key] = value
-    return renamed
+    """`state_dict` with on-disk names (any layout above) renamed to module paths; module paths pass unchanged."""
+    return {to_module_name(key): value for key, value in state_dict.items()}
+
+
+def to_disk_name(module_name: str, vision_prefix: str) -> str:
+    """The llava-hf name of a module path (`model.vision_tower.embeddings.x` -> `vision_tower.vision_model.embeddings.x`
+    for `vision_prefix="vision_model."`); names not in the model's tree pass unchanged."""
+    for prefix, disk in (
+        ("lm_head.", "language_model.lm_head."),
+        ("model.language_model.", "language_model.model."),
+        ("model.vision_tower.", f"vision_tower.{vision_prefix}"),
+        ("model.multi_modal_projector.", "multi_modal_projector."),
+    ):
+        if module_name.startswith(prefix):
+            return disk + module_name[len(prefix) :]
+    return module_name
+
+
+def write_disk_layout(folder: str | os.PathLike, vision_prefix: str) -> list[str]:
+    """Renames the tensors of the safetensors checkpoint in `folder` (one file or shards with their index) to the
+    llava-hf layout, whatever layout `save_pretrained` wrote; returns the files rewritten.
+
+    Each file is rewritten to a temporary name and renamed over the original, so a crash leaves the old or the new
+    file, never half of one. A file already in the layout is left untouched.
+    """
+    folder = Path(folder)
+    index_path = folder / _SAFETENSORS_INDEX
+    files = sorted(folder.glob("*.safetensors"))
+    rewritten = []
+    for path in files:
+        with safe_open(path, framework="pt") as handle:
+            names = list(handle.keys())
+            renames = {name: to_disk_name(to_module_name(name), vision_prefix) for name in names}
+            if all(old == new for old, new in renames.items()):
+                continue
+            tensors = {renames[name]: handle.get_tensor(name) for name in names}
+            metadata = handle.metadata()
+        if len(set(renames.values())) != len(renames):
+            raise ValueError(f"{path}: two tensors map to one llava-hf name; the checkpoint mixes layouts.")
+        partial = path.with_name(path.name + ".tmp")
+        save_file(tensors, partial, metadata=metadata)
+        os.replace(partial, path)
+        rewritten.append(path.name)
+    if rewritten and index_path.exists():
+        index = json.loads(index_path.read_text())
+        index["weight_map"] = {
+            to_disk_name(to_module_name(name), vision_prefix): file for name, file in index["weight_map"].items()
+        }
+        partial = index_path.with_name(index_path.name + ".tmp")
+        partial.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        os.replace(partial, index_path)
+    return rewritten
 
 
 def register(model_type: str) -> None:
-    """`from_pretrained` of `model_type` reads the on-disk names, `save_pretrained` writes them."""
+    """`from_pretrained` of `model_type` reads the on-disk names (saving rewrites them: `write_disk_layout`)."""
     compat.register_checkpoint_layout(model_type, NATIVE_LAYOUT)
 
 
-__all__ = ["NATIVE_LAYOUT", "register", "to_module_names"]
+__all__ = ["NATIVE_LAYOUT", "register", "to_disk_name", "to_module_name", "to_module_names", "write_disk_layout"]

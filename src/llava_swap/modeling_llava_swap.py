@@ -9,6 +9,8 @@ checkpoints; and `load_state_dict` of on-disk tensor names (`checkpoint_layout`)
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
@@ -20,7 +22,7 @@ from transformers.models.llava.modeling_llava import (
 )
 
 from . import checkpoint_layout, compat
-from .configuration_llava_swap import LlavaSwapConfig
+from .configuration_llava_swap import LlavaSwapConfig, vision_kind
 from .projector import LlavaSwapProjector
 
 
@@ -116,6 +118,27 @@ class LlavaSwapForCausalLM(LlavaSwapPreTrainedModel, LlavaForConditionalGenerati
                 kwargs["config"] = LlavaSwapConfig.from_native(config)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
+    def save_pretrained(self, save_directory, *args, is_main_process: bool = True, push_to_hub: bool = False, **kwargs):
+        """`PreTrainedModel.save_pretrained`, with the tensors in the llava-hf layout (`checkpoint_layout`)."""
+        hub_kwargs = {
+            key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "token") if key in kwargs
+        }
+        super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
+        if not is_main_process:
+            return
+        checkpoint_layout.write_disk_layout(
+            save_directory, vision_kind(self.config.vision_config.model_type).checkpoint_prefix
+        )
+        if push_to_hub:  # transformers would upload before the layout is written: upload the finished folder
+            from huggingface_hub import HfApi
+
+            api = HfApi(token=hub_kwargs.get("token"))
+            repo_id = hub_kwargs.get("repo_id") or os.path.basename(os.path.normpath(save_directory))
+            api.create_repo(repo_id, private=hub_kwargs.get("private"), exist_ok=True)
+            api.upload_folder(
+                repo_id=repo_id, folder_path=save_directory, commit_message=hub_kwargs.get("commit_message")
+            )
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Also takes a checkpoint file's tensors as they are (on-disk names, no tied copy): the Trainer resumes so."""
         state_dict = checkpoint_layout.to_module_names(state_dict)
@@ -174,8 +197,6 @@ def _vlm_config(source, hub_kwargs: dict):
     from pathlib import Path
 
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    from .configuration_llava_swap import vision_kind
 
     local = Path(source).expanduser()
     if not local.exists() and str(source).startswith((".", "/", "~")):
