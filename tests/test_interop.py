@@ -167,3 +167,37 @@ def test_cli_export(built, tmp_path):
     processor.save_pretrained(tmp_path / "ours")
     assert main(["export", "--model", str(tmp_path / "ours"), "--out", str(tmp_path / "native")]) == 0
     assert json.loads((tmp_path / "native" / "config.json").read_text())["model_type"] == "llava"
+
+
+@pytest.mark.parametrize(
+    ("family", "end_of_turn"), [("llama3", "<|eot_id|>"), ("gemma", "<end_of_turn>"), ("llama2", "</s>")]
+)
+def test_export_tokenizer_ends_at_the_end_of_turn(built, tmp_path, family, end_of_turn):
+    """A harness that stops at `tokenizer.eos_token_id` alone (lmms-eval's llava_hf) stops where answers end; the
+    prompts, the training-time processor and generation_config's full stop list are unchanged."""
+    from transformers import AutoProcessor, GenerationConfig
+
+    model, processor = built(family, "clip")
+    eos_before = processor.tokenizer.eos_token
+    export_hf_llava(model, processor, tmp_path / "native")
+    native = AutoProcessor.from_pretrained(tmp_path / "native")
+    assert native.tokenizer.eos_token == end_of_turn
+    assert processor.tokenizer.eos_token == eos_before  # the model's own processor is not touched
+    stops = GenerationConfig.from_pretrained(tmp_path / "native").eos_token_id
+    assert stops == model.generation_config.eos_token_id and native.tokenizer.eos_token_id == stops[0]
+    messages = two_turn_messages()
+    assert torch.equal(
+        native.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors="pt")["input_ids"],
+        processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors="pt")["input_ids"],
+    )
+
+
+def test_export_keeps_an_eos_the_template_renders(built, caplog):
+    from llava_swap.interop import harness_tokenizer
+
+    _, processor = built("llama3", "clip")
+    # A template that closes the conversation with the tokenizer's eos (as some checkpoints' own do).
+    renders_eos = processor.chat_template + "{%- if not add_generation_prompt -%}{{ eos_token }}{%- endif -%}"
+    with caplog.at_level("WARNING", logger="llava_swap.interop"):
+        assert harness_tokenizer(processor.tokenizer, renders_eos) is processor.tokenizer
+    assert "renders eos_token" in caplog.text

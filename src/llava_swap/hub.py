@@ -83,6 +83,9 @@ def _why_llava_swap_format(out: Path) -> str:
 
 def card_context(model_dir: str | os.PathLike, repo_id: str | None = None, native: bool = False) -> dict[str, Any]:
     """Everything the card template needs, read from a trained output folder."""
+    from .configuration_llava_swap import vision_kind
+    from .interop import serving_note
+
     out = Path(model_dir)
     config = json.loads((out / "config.json").read_text())
     summary = TrainingSummary.read(out / "train_summary.json")
@@ -97,11 +100,14 @@ def card_context(model_dir: str | os.PathLike, repo_id: str | None = None, nativ
     evaluation, task = _evaluation_rows(summary)
     calibration = summary.eval.get("calibration")
     vision_config = config.get("vision_config", {})
+    vision_type = vision_config.get("model_type", "")
     return {
         "model_name": repo_id.split("/")[-1] if repo_id else out.resolve().name,
         "repo_id": repo_id or str(out),
         "native": native,
         "format_reason": _why_llava_swap_format(out),
+        "serving": serving_note(vision_type),
+        "vllm_serves": getattr(vision_kind(vision_type), "vllm_serves", False),
         "language_model": language_label,
         "vision_model": vision_label,
         "language_hub_id": _hub_id(language_label),

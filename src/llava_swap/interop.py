@@ -10,6 +10,7 @@ layout (`checkpoint_layout`), the one vLLM reads; a tower vLLM cannot build (DIN
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
 from . import checkpoint_layout
+from .answer_spans import end_of_turn_token
 from .configuration_llava_swap import vision_kind
 from .modeling_llava_swap import LlavaSwapForCausalLM
 from .processing_llava_swap import LlavaSwapProcessor
@@ -34,14 +36,43 @@ def serving_note(vision_model_type: str) -> str:
     kind = vision_kind(vision_model_type)
     if kind is not None and kind.vllm_serves:
         return (
-            f"plain transformers and vLLM serve this export (tested with {VLLM_TESTED}: greedy tokens equal to "
+            f"Plain transformers and vLLM serve this export (tested with {VLLM_TESTED}: greedy tokens equal to "
             "transformers', stopping at the end of turn)"
         )
     name = kind.name if kind else vision_model_type
     return (
-        f"plain transformers serves this export; vLLM cannot: its llava builds CLIP, SigLIP and Pixtral vision towers "
+        f"Plain transformers serves this export; vLLM cannot: its llava builds CLIP, SigLIP and Pixtral vision towers "
         f"only, and this one is {name}"
     )
+
+
+def harness_tokenizer(tokenizer, chat_template: str):
+    """A copy of `tokenizer` whose `eos_token` is the template's end-of-turn token, as LLaMA-3-Instruct, Qwen-Instruct
+    and SmolLM2-Instruct ship theirs: a harness that stops at `tokenizer.eos_token_id` alone (lmms-eval's llava_hf)
+    then stops where the answer ends. The full stop list stays in generation_config. Kept as it is where the template
+    itself renders `eos_token`, so prompts never change."""
+    end_of_turn = end_of_turn_token(chat_template, tokenizer)
+    if end_of_turn == tokenizer.eos_token:
+        return tokenizer
+    harness = copy.deepcopy(tokenizer)
+    harness.eos_token = end_of_turn
+    probe = [{"role": "user", "content": "Hello."}, {"role": "assistant", "content": "Hi."}]
+
+    def rendered(t) -> list[str]:  # a whole exchange, and a prompt for an answer
+        return [
+            t.apply_chat_template(turns, chat_template=chat_template, tokenize=False, add_generation_prompt=prompt)
+            for turns, prompt in ((probe, False), (probe[:1], True))
+        ]
+
+    if rendered(tokenizer) != rendered(harness):
+        logger.warning(
+            "The chat template renders eos_token, so the export keeps eos %r (generation_config still stops at %r): "
+            "a harness that reads only the tokenizer's eos will not stop at the end of a turn.",
+            tokenizer.eos_token,
+            end_of_turn,
+        )
+        return tokenizer
+    return harness
 
 
 def export_hf_llava(model: LlavaSwapForCausalLM, processor: LlavaSwapProcessor, out_dir: str | os.PathLike) -> Path:
@@ -67,7 +98,7 @@ def export_hf_llava(model: LlavaSwapForCausalLM, processor: LlavaSwapProcessor, 
     checkpoint_layout.write_disk_layout(out, vision_kind(native_config.vision_config.model_type).checkpoint_prefix)
     LlavaProcessor(
         image_processor=processor.image_processor,
-        tokenizer=processor.tokenizer,
+        tokenizer=harness_tokenizer(processor.tokenizer, processor.chat_template),
         patch_size=processor.patch_size,
         vision_feature_select_strategy=processor.vision_feature_select_strategy,
         chat_template=processor.chat_template,
@@ -79,4 +110,4 @@ def export_hf_llava(model: LlavaSwapForCausalLM, processor: LlavaSwapProcessor, 
     return out
 
 
-__all__ = ["VLLM_TESTED", "export_hf_llava", "serving_note"]
+__all__ = ["VLLM_TESTED", "export_hf_llava", "harness_tokenizer", "serving_note"]
