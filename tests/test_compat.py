@@ -198,3 +198,19 @@ def test_cache_length_reads_either_argument_name():
     assert compat.cache_length({"past_key_values": cache}) == compat.cache_length({"cache": cache}) == 0
     cache.update(torch.zeros(1, 1, 3, 8), torch.zeros(1, 1, 3, 8), 0)
     assert compat.cache_length({"past_key_values": cache}) == compat.cache_length({"cache": cache}) == 3
+
+
+def test_models_load_without_hub_kernels_unless_asked(built, tmp_path, monkeypatch):
+    """transformers 5.25 kernelizes every from_pretrained by default (kernels fetched from the Hub on a GPU):
+    llava-swap keeps the torch implementations unless USE_HUB_KERNELS=YES is set."""
+    from llava_swap.modeling_llava_swap import use_hub_kernels
+
+    model, _ = built("llama3", "clip")
+    model.save_pretrained(tmp_path)
+    monkeypatch.delenv("USE_HUB_KERNELS", raising=False)
+    assert not use_hub_kernels()
+    assert getattr(model.language_model, "use_kernels", False) is False
+    assert getattr(LlavaSwapForCausalLM.from_pretrained(tmp_path), "use_kernels", False) is False
+    for value, expected in (("YES", True), ("1", True), ("no", False), ("", False)):
+        monkeypatch.setenv("USE_HUB_KERNELS", value)
+        assert use_hub_kernels() is expected

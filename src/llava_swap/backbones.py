@@ -36,7 +36,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from . import compat
 from .configuration_llava_swap import VISION_KINDS, LlavaSwapConfig, VisionKind, vision_kind
 from .families import IMAGE_TOKEN, detect_family, prepare_tokenizer, resolve_template, stop_tokens
-from .modeling_llava_swap import LlavaSwapForCausalLM
+from .modeling_llava_swap import LlavaSwapForCausalLM, use_hub_kernels
 from .processing_llava_swap import LlavaSwapProcessor, processed_image_size
 from .projector import LlavaSwapProjector
 
@@ -217,7 +217,7 @@ def load_language_model(
     quantization = {} if quantization_config is None else {"quantization_config": quantization_config}
     if gguf:  # every weight unpacked on load (transformers 5.24+ would otherwise keep them in GGUF blocks)
         quantization = {"quantization_config": transformers.GgufConfig(dequantize=True)}
-    lm = AutoModelForCausalLM.from_pretrained(source, **_dtype_kwargs(torch_dtype), **quantization, **gguf)
+    lm = AutoModelForCausalLM.from_pretrained(source, **_load_kwargs(torch_dtype), **quantization, **gguf)
     if gguf:
         lm = _as_ordinary_model(lm)
     _add_embedding_rows(lm, old_vocabulary, len(tokenizer), seed)
@@ -322,7 +322,7 @@ def load_vision_model(source: str | os.PathLike, torch_dtype: torch.dtype | str 
             f"(CLIP, SigLIP or DINOv2: model types {[t for k in VISION_KINDS.values() for t in k.model_types]}).{hint}"
         )
     # The vision-only class also reads a full CLIP/SigLIP checkpoint, keeping its vision half.
-    model = getattr(transformers, kind.model_class).from_pretrained(source, **_dtype_kwargs(torch_dtype))
+    model = getattr(transformers, kind.model_class).from_pretrained(source, **_load_kwargs(torch_dtype))
     image_processor = AutoImageProcessor.from_pretrained(source)
     return VisionParts(model=model, image_processor=image_processor, kind=kind, source=str(source))
 
@@ -461,8 +461,8 @@ def _load_config(source: str, role: str, **kwargs) -> PretrainedConfig:
         raise OSError(f"{role}={source!r}: no loadable {what} ({reason}). Pass {where}.") from error
 
 
-def _dtype_kwargs(torch_dtype) -> dict:
-    return {} if torch_dtype is None else {"dtype": torch_dtype}
+def _load_kwargs(torch_dtype) -> dict:
+    return {"use_kernels": use_hub_kernels()} | ({} if torch_dtype is None else {"dtype": torch_dtype})
 
 
 __all__ = [

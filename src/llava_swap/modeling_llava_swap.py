@@ -111,6 +111,7 @@ class LlavaSwapForCausalLM(LlavaSwapPreTrainedModel, LlavaForConditionalGenerati
         Anything else (a plain LLM, a vision encoder, a folder without a model) is refused from its config, before a
         single weight is allocated, saying what it is.
         """
+        kwargs.setdefault("use_kernels", use_hub_kernels())
         if "config" not in kwargs:
             hub_kwargs = ("cache_dir", "revision", "token", "local_files_only", "subfolder", "trust_remote_code")
             config = _vlm_config(pretrained_model_name_or_path, {k: kwargs[k] for k in hub_kwargs if k in kwargs})
@@ -192,6 +193,17 @@ class LlavaSwapForCausalLM(LlavaSwapPreTrainedModel, LlavaForConditionalGenerati
 checkpoint_layout.register(LlavaSwapConfig.model_type)
 
 
+def use_hub_kernels() -> bool:
+    """Whether llava-swap loads models with transformers' Hub kernels: only where `USE_HUB_KERNELS=YES` is set.
+
+    transformers 5.25 turned them on by default in `from_pretrained`, fetching each kernel from the Hub at its first
+    use on a GPU: on an offline cluster that fails, and elsewhere a run's numerics would depend on what the Hub served
+    that day, across the backbones a study compares. So llava-swap keeps the torch implementations (transformers'
+    behaviour before 5.25) unless asked; `use_kernels=True` in `from_pretrained` asks for one model.
+    """
+    return os.environ.get("USE_HUB_KERNELS", "").strip().upper() in {"1", "ON", "TRUE", "YES"}
+
+
 def _vlm_config(source, hub_kwargs: dict):
     """The config of a saved vision-language model at `source`, or an error saying what is there instead."""
     from pathlib import Path
@@ -226,4 +238,10 @@ def _vlm_config(source, hub_kwargs: dict):
     raise ValueError(f"{source} is not a llava-swap or llava model but {what}.")
 
 
-__all__ = ["LlavaSwapForCausalLM", "LlavaSwapModel", "LlavaSwapPreTrainedModel", "LlavaSwapProjector"]
+__all__ = [
+    "LlavaSwapForCausalLM",
+    "LlavaSwapModel",
+    "LlavaSwapPreTrainedModel",
+    "LlavaSwapProjector",
+    "use_hub_kernels",
+]
