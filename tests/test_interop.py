@@ -199,5 +199,25 @@ def test_export_keeps_an_eos_the_template_renders(built, caplog):
     # A template that closes the conversation with the tokenizer's eos (as some checkpoints' own do).
     renders_eos = processor.chat_template + "{%- if not add_generation_prompt -%}{{ eos_token }}{%- endif -%}"
     with caplog.at_level("WARNING", logger="llava_swap.interop"):
-        assert harness_tokenizer(processor.tokenizer, renders_eos) is processor.tokenizer
+        assert harness_tokenizer(processor.tokenizer, renders_eos).eos_token == processor.tokenizer.eos_token
     assert "renders eos_token" in caplog.text
+
+
+@pytest.mark.parametrize("family", ["llama3", "llama2", "gemma"])
+def test_export_tokenizer_gives_a_rendered_prompt_one_bos(built, tmp_path, family):
+    """lmms-eval's llava_hf renders the template as text and tokenizes it with special tokens: the ids must be the
+    ones transformers' apply_chat_template gives (one BOS, written by the template)."""
+    from transformers import AutoProcessor
+
+    model, processor = built(family, "clip")
+    export_hf_llava(model, processor, tmp_path / "native")
+    native = AutoProcessor.from_pretrained(tmp_path / "native")
+    messages = two_turn_messages()[:1]
+    text = native.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    image = messages[0]["content"][0]["image"]
+    by_text = native(images=[image], text=text, return_tensors="pt")["input_ids"]
+    by_template = native.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )["input_ids"]
+    assert torch.equal(by_text, by_template)
+    assert int((by_text[0] == native.tokenizer.bos_token_id).sum()) == 1

@@ -47,15 +47,15 @@ def serving_note(vision_model_type: str) -> str:
 
 
 def harness_tokenizer(tokenizer, chat_template: str):
-    """A copy of `tokenizer` whose `eos_token` is the template's end-of-turn token, as LLaMA-3-Instruct, Qwen-Instruct
-    and SmolLM2-Instruct ship theirs: a harness that stops at `tokenizer.eos_token_id` alone (lmms-eval's llava_hf)
-    then stops where the answer ends. The full stop list stays in generation_config. Kept as it is where the template
-    itself renders `eos_token`, so prompts never change."""
-    end_of_turn = end_of_turn_token(chat_template, tokenizer)
-    if end_of_turn == tokenizer.eos_token:
-        return tokenizer
-    harness = copy.deepcopy(tokenizer)
-    harness.eos_token = end_of_turn
+    """A copy of `tokenizer` that harnesses which render the chat template as text and tokenize it themselves, stopping
+    at `tokenizer.eos_token_id` alone (lmms-eval's llava_hf, vLLM's text prompts), read as transformers does.
+
+    - `eos_token` is the template's end-of-turn token, as LLaMA-3-Instruct, Qwen-Instruct and SmolLM2-Instruct ship
+      theirs, so such a harness stops where the answer ends; generation_config keeps the full stop list. Kept as it
+      is where the template itself renders `eos_token`, so prompts never change.
+    - A template that writes BOS itself gets a tokenizer that does not add a second one (transformers' own
+      `apply_chat_template` tokenizes without special tokens; text prompts tokenized with them would start with two).
+    """
     probe = [{"role": "user", "content": "Hello."}, {"role": "assistant", "content": "Hi."}]
 
     def rendered(t) -> list[str]:  # a whole exchange, and a prompt for an answer
@@ -64,14 +64,27 @@ def harness_tokenizer(tokenizer, chat_template: str):
             for turns, prompt in ((probe, False), (probe[:1], True))
         ]
 
-    if rendered(tokenizer) != rendered(harness):
-        logger.warning(
-            "The chat template renders eos_token, so the export keeps eos %r (generation_config still stops at %r): "
-            "a harness that reads only the tokenizer's eos will not stop at the end of a turn.",
-            tokenizer.eos_token,
-            end_of_turn,
-        )
-        return tokenizer
+    harness = copy.deepcopy(tokenizer)
+    end_of_turn = end_of_turn_token(chat_template, tokenizer)
+    if end_of_turn != tokenizer.eos_token:
+        harness.eos_token = end_of_turn
+        if rendered(harness) != rendered(tokenizer):
+            logger.warning(
+                "The chat template renders eos_token, so the export keeps eos %r (generation_config still stops at "
+                "%r): a harness that reads only the tokenizer's eos will not stop at the end of a turn.",
+                tokenizer.eos_token,
+                end_of_turn,
+            )
+            harness.eos_token = tokenizer.eos_token
+    prompt = rendered(tokenizer)[1]
+    as_rendered = tokenizer(prompt, add_special_tokens=False).input_ids
+    if tokenizer.bos_token_id is not None and as_rendered[:1] == [tokenizer.bos_token_id]:
+        harness.add_bos_token = False
+        if harness(prompt).input_ids != as_rendered:
+            logger.warning(
+                "The chat template writes BOS and the tokenizer adds another; a harness that tokenizes the rendered "
+                "prompt with special tokens gives the model two."
+            )
     return harness
 
 
