@@ -205,6 +205,13 @@ def generate_data(args: argparse.Namespace) -> int:
         args.out, n_train=args.n, n_val=n_val, n_test=n_test, seed=args.seed, image_size=args.image_size
     )
     print(f"wrote {args.task} to {args.out}: " + ", ".join(f"{split} {path.name}" for split, path in paths.items()))
+    from .integrations.lmms_eval_tasks import write_lmms_eval_task
+
+    yaml_path = write_lmms_eval_task(args.out, args.task)
+    print(
+        f"lmms-eval task llava_swap_{args.task}: lmms_eval eval --include_path {yaml_path.parent} "
+        f"--tasks llava_swap_{args.task} --model llava_swap --model_args pretrained=MODEL"
+    )
     return 0
 
 
