@@ -319,8 +319,11 @@ def _save_model(model_cls: type[PreTrainedModel], config: PretrainedConfig, path
         model.save_pretrained(path)
 
 
-def save_language_model(family: str, path: str | os.PathLike) -> pathlib.Path:
-    """Write a tiny causal LM of ``family`` (one of ``LANGUAGE_FAMILIES``) with its tokenizer to ``path``."""
+def save_language_model(family: str, path: str | os.PathLike, **config_overrides: Any) -> pathlib.Path:
+    """Write a tiny causal LM of ``family`` (one of ``LANGUAGE_FAMILIES``) with its tokenizer to ``path``.
+
+    ``config_overrides`` change fields of its config, e.g. ``head_dim=64``: vLLM's CPU attention takes 32, 64, 80, ...
+    but not the tiny default of 16."""
     spec: _LanguageSpec = _lookup(_LANGUAGE_SPECS, family, "language family")
     out = pathlib.Path(path)
     out.mkdir(parents=True, exist_ok=True)
@@ -329,7 +332,9 @@ def save_language_model(family: str, path: str | os.PathLike) -> pathlib.Path:
     def ids(tokens: Mapping[str, str | None]) -> dict[str, int | None]:
         return {key: None if tok is None else tokenizer.convert_tokens_to_ids(tok) for key, tok in tokens.items()}
 
-    config = spec.config_cls(**spec.config, vocab_size=len(tokenizer), **ids(spec.config_tokens))
+    config = spec.config_cls(
+        **{**spec.config, **config_overrides}, vocab_size=len(tokenizer), **ids(spec.config_tokens)
+    )
     _save_model(spec.model_cls, config, out)
     # Written after the model so that it replaces the one save_pretrained derives from the model config.
     GenerationConfig(**ids(spec.generation_tokens)).save_pretrained(out)
