@@ -260,14 +260,16 @@ def push(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    from .interop import export_hf_llava
+    from .interop import export_hf_llava, serving_note
     from .modeling_llava_swap import LlavaSwapForCausalLM
     from .processing_llava_swap import LlavaSwapProcessor
 
     model = LlavaSwapForCausalLM.from_pretrained(args.model)
     processor = LlavaSwapProcessor.from_pretrained(args.model)
     out = export_hf_llava(model, processor, args.out)
-    print(f"wrote a native transformers llava checkpoint to {out} (LlavaForConditionalGeneration, vLLM, SGLang)")
+    print(
+        f"wrote a native transformers llava checkpoint to {out}: {serving_note(model.config.vision_config.model_type)}"
+    )
     return 0
 
 

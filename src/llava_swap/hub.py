@@ -4,7 +4,7 @@ A card is rendered from the shipped template (`templates/model_card.md`) with hu
 what a trained output folder holds: its config (lineage: backbones, family, projector, feature layer), its
 `train_summary.json` (stages, hyperparameters, data, evaluation) and its evaluation's `metrics.json`. The YAML
 metadata carries the licence implied by the backbones, `base_model`, tags, `pipeline_tag` and a model-index with every
-task metric. `push` uploads the native transformers llava format by default (vLLM, SGLang and plain transformers load
+task metric. `push` uploads the native transformers llava format by default (vLLM and plain transformers load
 it), or the llava_swap format when the model cannot be expressed natively. The token comes from the usual places
 (argument, `HF_TOKEN`, `hf auth login`) and is never written anywhere.
 """
@@ -77,7 +77,7 @@ def _why_llava_swap_format(out: Path) -> str:
         return str(error).split(":")[0]
     return (
         f"as llava-swap saves it; `llava-swap export --model {out.name} --out {out.name}-native` writes transformers' "
-        "native llava format, which vLLM and SGLang serve"
+        "native llava format, which vLLM serves"
     )
 
 

@@ -8,7 +8,7 @@
 # - decord: lmms-eval's llava_hf imports it at start-up; filelock<4: lmms-eval imports filelock._api.
 set -euo pipefail
 VENV="${1:?usage: setup.sh VENV}"
-ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+ROOT="$(cd "$(dirname "$0")/../../.." && pwd)"
 python -m venv "$VENV"
 PIP=("$VENV/bin/pip" install --quiet --disable-pip-version-check)
 "${PIP[@]}" torch==2.13.0
