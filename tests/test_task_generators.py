@@ -197,6 +197,17 @@ def test_vqa_answers_match_the_drawn_scene(vqa_test):
     assert vqa_scene.references(vqa_test[0].meta) == vqa_test[0].meta["answers"]
 
 
+def test_vqa_answers_are_already_in_official_normal_form(vqa_test):
+    """Every human answer VQA-Scene writes is unchanged by the official normalisation, so the VQA score of any
+    prediction is the same under GT-Vision-Lab/VQA's Beta and HEAD rules (the study's VQA numbers did not move when
+    vqa_score followed HEAD)."""
+    from llava_swap.metrics.vqa import _process_punctuation, normalize_vqa_answer
+
+    answers = {answer for record in vqa_test for answer in record.meta["answers"]}
+    assert {"0", "3", "yes", "no", "red", "circle"} <= answers
+    assert all(normalize_vqa_answer(answer) == answer == _process_punctuation(answer) for answer in answers)
+
+
 def test_vqa_caption_describes_each_object(tmp_path):
     vqa_scene.generate(tmp_path, **SMALL)
     for record in load_split(tmp_path, "pretrain"):
