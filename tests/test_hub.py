@@ -249,3 +249,26 @@ def test_render_card_without_training_record(tiny_lm, tiny_vision, tmp_path):
     card = render_card(tmp_path)
     assert "No evaluation was recorded" in card.text and "llm-llama2" in card.data.to_dict()["tags"]
     assert os.environ.get("HF_HUB_OFFLINE") == "1"  # no test of this module lifted the suite's offline setting
+
+
+def test_save_pretrained_with_push_to_hub_uploads_the_llava_hf_layout(trained, hub_server, tmp_path):
+    """transformers' own push inside save_pretrained would upload before the layout is written: ours uploads after."""
+    result = _run(
+        hub_server,
+        tmp_path,
+        """
+        model = LlavaSwapForCausalLM.from_pretrained(trained)
+        model.save_pretrained(folder, push_to_hub=True, repo_id="org/saved-and-pushed", token=token)
+        print(json.dumps({"ok": True}))
+        """,
+        trained=trained,
+        folder=tmp_path / "saved",
+        token=hub_server.token,
+    )
+    assert result == {"ok": True}
+    files = hub_server.files("org/saved-and-pushed")
+    assert files["model.safetensors"] == (tmp_path / "saved" / "model.safetensors").read_bytes()
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "saved" / "model.safetensors", "pt") as saved:
+        assert any(name.startswith("vision_tower.vision_model.") for name in saved.keys())  # noqa: SIM118
