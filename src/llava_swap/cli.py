@@ -209,7 +209,7 @@ def generate_data(args: argparse.Namespace) -> int:
 
     yaml_path = write_lmms_eval_task(args.out, args.task)
     print(
-        f"lmms-eval task llava_swap_{args.task}: lmms_eval eval --include_path {yaml_path.parent} "
+        f"lmms-eval task llava_swap_{args.task}: lmms-eval eval --include_path {yaml_path.parent} "
         f"--tasks llava_swap_{args.task} --model llava_swap --model_args pretrained=MODEL"
     )
     return 0

@@ -6,7 +6,7 @@ llava-swap folder or any native llava checkpoint, generates through `llava_swap.
 with left padding, greedy, stopping at every id of generation_config), cuts each answer at the task's `until`
 strings, and lets every error propagate.
 
-    lmms_eval eval --model llava_swap --model_args pretrained=outputs/default,device=cpu --batch_size 16 ...
+    lmms-eval eval --model llava_swap --model_args pretrained=outputs/default,device=cpu --batch_size 16 ...
 """
 
 from __future__ import annotations

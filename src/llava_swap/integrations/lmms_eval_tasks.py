@@ -2,7 +2,7 @@
 
 `llava-swap data generate --task T --out DIR` writes `DIR/lmms_eval/llava_swap_T.yaml` over `DIR/test.json`; then
 
-    lmms_eval eval --include_path DIR/lmms_eval --tasks llava_swap_T --model llava_swap --model_args pretrained=...
+    lmms-eval eval --include_path DIR/lmms_eval --tasks llava_swap_T --model llava_swap --model_args pretrained=...
 
 Each item is asked as `llava-swap evaluate` asks it (its images, then the question's text), generated greedily up
 to the task's `max_new_tokens`, and scored by the task's own scorer (the official VQA score, the fact score, the
