@@ -35,13 +35,17 @@ def trained(tmp_path_factory):
     return out
 
 
-def _lmms_eval(python: str, model: str, model_args: str, task_dir, out, *extra: str) -> list[dict]:
+def _run(python: str, model: str, model_args: str, task_dir, out, *extra: str) -> subprocess.CompletedProcess:
     command = [python, "-m", "lmms_eval", "eval", "--model", model, "--model_args", model_args]
     command += ["--tasks", "llava_swap_shapes", "--include_path", str(task_dir), "--output_path", str(out)]
     # DEBUG: lmms-eval exits 0 after an error at any other verbosity.
     command += ["--log_samples", "--verbosity", "DEBUG", *extra]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(out / "hf_home")}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+
+
+def _lmms_eval(python: str, model: str, model_args: str, task_dir, out, *extra: str) -> list[dict]:
+    result = _run(python, model, model_args, task_dir, out, *extra)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     (samples,) = out.rglob("*_samples_llava_swap_shapes.jsonl")
     return sorted((json.loads(line) for line in samples.read_text().splitlines()), key=lambda s: s["doc_id"])
@@ -70,3 +74,14 @@ def test_lmms_eval_scores_our_models_as_llava_swap_evaluate_does(trained, tmp_pa
         assert [s["item"]["id"] for s in samples] == [p["id"] for p in ours]
         assert [s["filtered_resps"].strip() for s in samples] == [p["prediction"] for p in ours]
         assert [s["score"] for s in samples] == [p["score"] for p in ours]
+
+
+def test_lmms_eval_run_asking_our_model_to_sample_fails_naming_the_setting(trained, tmp_path):
+    """Greedy only, and said so: never a silently different decoding (or an empty answer)."""
+    python = harness_python("LLAVA_SWAP_LMMS_EVAL_PYTHON", "lmms-eval")
+    task_dir = write_lmms_eval_task(trained / "data", "shapes").parent
+    extra = ("--gen_kwargs", "do_sample=True,temperature=0.7", "--limit", "2")
+    result = _run(python, "llava_swap", f"pretrained={trained},device=cpu", task_dir, tmp_path, *extra)
+    assert result.returncode != 0
+    assert "llava_swap generates greedily" in result.stdout + result.stderr
+    assert "temperature=0.7" in result.stdout + result.stderr
