@@ -83,6 +83,21 @@ def test_load_state_dict_takes_the_on_disk_layout():
     assert all(torch.equal(value, reference[key]) for key, value in model.state_dict().items())
 
 
+@pytest.mark.parametrize(("family", "kind"), [("gemma", "dinov2"), ("llama2", "siglip")])
+def test_load_state_dict_of_a_saved_file_restores_every_tensor(built, tmp_path, family, kind):
+    """The Trainer's resume: a file's tensors straight into the model, every one placed (transformers 5.25 renames
+    DINOv2's attention on load, so prefixes alone would drop its q/k/v), and module names pass through unchanged."""
+    model, _ = built(family, kind)
+    model.save_pretrained(tmp_path)
+    on_disk = load_file(tmp_path / "model.safetensors")
+    assert compat.checkpoint_names_to_modules(model, model.state_dict()) == {key: key for key in model.state_dict()}
+    fresh = copy.deepcopy(model)
+    for parameter in fresh.parameters():
+        parameter.data.zero_()
+    fresh.load_state_dict(on_disk, strict=True)
+    assert all(torch.equal(value, model.state_dict()[key]) for key, value in fresh.state_dict().items())
+
+
 def test_load_state_dict_restores_tied_weights_from_a_file(built, tmp_path):
     """Gemma ties its head to its embeddings: the file keeps one copy, and a strict load still succeeds."""
     model, _ = built("gemma", "clip")
@@ -118,7 +133,16 @@ def test_to_module_names_renames_only_the_on_disk_prefixes():
     assert len(NATIVE_LAYOUT) == 4
 
 
-@pytest.mark.parametrize("symbol", [compat.CHECKPOINT_LAYOUT, compat.WEIGHT_RENAMING, compat.RENDER_TEMPLATE])
+@pytest.mark.parametrize(
+    "symbol",
+    [
+        compat.CHECKPOINT_LAYOUT,
+        compat.WEIGHT_RENAMING,
+        compat.RENDER_TEMPLATE,
+        compat.CONVERSION_MAPPING,
+        compat.RENAME_SOURCE_KEY,
+    ],
+)
 def test_transformers_internals_are_where_compat_says(symbol):
     module, name = symbol
     assert hasattr(importlib.import_module(module), name), f"{module}.{name} moved: update llava_swap/compat.py"

@@ -16,6 +16,12 @@ from typing import Any
 # public but load-only; saving in the native layout has no other hook.
 CHECKPOINT_LAYOUT = ("transformers.conversion_mapping", "register_checkpoint_conversion_mapping")
 WEIGHT_RENAMING = ("transformers.core_model_loading", "WeightRenaming")
+# transformers.conversion_mapping.get_model_conversion_mapping + core_model_loading.rename_source_key: the renaming
+# `from_pretrained` applies to a checkpoint's tensor names (our layout's prefixes, CLIP's `vision_model.` level, and
+# model-specific renames such as transformers 5.25's DINOv2 q/k/v). A state dict handed to `load_state_dict` (the
+# Trainer's resume) needs the same, and no public API renames without loading from files.
+CONVERSION_MAPPING = ("transformers.conversion_mapping", "get_model_conversion_mapping")
+RENAME_SOURCE_KEY = ("transformers.core_model_loading", "rename_source_key")
 # transformers.utils.chat_template_utils.render_jinja_template: a chat template's text with the character spans of
 # its {% generation %} blocks. The public `apply_chat_template(return_assistant_tokens_mask=True)` gives token masks
 # whose boundary rules changed between 5.17 and 5.24, and only before `<image>` is expanded; the spans let us place
@@ -52,6 +58,24 @@ def register_checkpoint_layout(model_type: str, renamings: Mapping[str, str]) ->
     register, renaming = _resolve(*CHECKPOINT_LAYOUT), _resolve(*WEIGHT_RENAMING)
     mapping = [renaming(source_patterns=source, target_patterns=target) for source, target in renamings.items()]
     register(model_type, mapping, overwrite=True)
+
+
+def checkpoint_names_to_modules(model, names) -> dict[str, str]:
+    """Each checkpoint tensor name in `names` -> the module path `from_pretrained` would load it into."""
+    renaming = _resolve(*WEIGHT_RENAMING)
+    conversions = _resolve(*CONVERSION_MAPPING)(model)
+    renamings = [entry for entry in conversions if isinstance(entry, renaming)]
+    converters = [entry for entry in conversions if not isinstance(entry, renaming)]
+    rename = _resolve(*RENAME_SOURCE_KEY)
+    renamed = {}
+    for name in names:
+        renamed[name], converter = rename(name, renamings, converters)
+        if converter is not None:  # a tensor split or merged on load: more than a name changes
+            raise ValueError(
+                f"The checkpoint tensor {name!r} is converted on load ({converter!r}), not only renamed: load the "
+                "checkpoint folder with from_pretrained instead of its tensors with load_state_dict."
+            )
+    return renamed
 
 
 def render_with_generation_spans(conversations: list, chat_template: str, **kwargs) -> tuple[list[str], list]:
@@ -111,14 +135,17 @@ def record_trl_metrics(trainer, mode: str, trained_tokens: int = 0, **values: fl
 __all__ = [
     "ATTN_IMPLEMENTATION",
     "CHECKPOINT_LAYOUT",
+    "CONVERSION_MAPPING",
     "INIT_WEIGHTS",
     "REMOVE_QUANTIZATION",
+    "RENAME_SOURCE_KEY",
     "RENDER_TEMPLATE",
     "TRAINER_SAMPLER_HOOK",
     "TRL_METRICS",
     "WEIGHT_RENAMING",
     "attn_implementation",
     "cache_length",
+    "checkpoint_names_to_modules",
     "forget_quantization",
     "generate_encodes_images_first",
     "init_module",

@@ -142,7 +142,9 @@ class LlavaSwapForCausalLM(LlavaSwapPreTrainedModel, LlavaForConditionalGenerati
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Also takes a checkpoint file's tensors as they are (on-disk names, no tied copy): the Trainer resumes so."""
-        state_dict = checkpoint_layout.to_module_names(state_dict)
+        # Renamed as from_pretrained renames a file's tensors: every layout we ever wrote, and upstream's own renames.
+        names = compat.checkpoint_names_to_modules(self, state_dict)
+        state_dict = {names[name]: value for name, value in state_dict.items()}
         if self.config.tie_word_embeddings:  # files keep one copy of tied weights: the other is its source
             for tied, source in self._tied_weights_keys.items():
                 if tied not in state_dict and source in state_dict:
