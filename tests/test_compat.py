@@ -224,17 +224,31 @@ def test_cache_length_reads_either_argument_name():
     assert compat.cache_length({"past_key_values": cache}) == compat.cache_length({"cache": cache}) == 3
 
 
-def test_models_load_without_hub_kernels_unless_asked(built, tmp_path, monkeypatch):
+def test_models_load_without_hub_kernels_unless_asked(tiny_lm, tiny_vision, tmp_path, monkeypatch):
     """transformers 5.25 kernelizes every from_pretrained by default (kernels fetched from the Hub on a GPU):
-    llava-swap keeps the torch implementations unless USE_HUB_KERNELS=YES is set."""
+    llava-swap keeps the torch implementations, for the LLM, the vision encoder and our own model, unless
+    USE_HUB_KERNELS is set true."""
+    import transformers
+
+    from llava_swap import build_vlm
     from llava_swap.modeling_llava_swap import use_hub_kernels
 
-    model, _ = built("llama3", "clip")
-    model.save_pretrained(tmp_path)
     monkeypatch.delenv("USE_HUB_KERNELS", raising=False)
-    assert not use_hub_kernels()
-    assert getattr(model.language_model, "use_kernels", False) is False
+    asked = []
+    for name in ("AutoModelForCausalLM", "CLIPVisionModel"):  # what build_vlm loads the two backbones with
+        cls = getattr(transformers, name)
+        original = cls.from_pretrained.__func__
+
+        def recording(klass, *args, _original=original, **kwargs):
+            asked.append((klass.__name__, kwargs.get("use_kernels")))
+            return _original(klass, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(recording))
+    model, _ = build_vlm(tiny_lm("llama3"), tiny_vision("clip"))
+    assert asked == [("AutoModelForCausalLM", False), ("CLIPVisionModel", False)]
+    model.save_pretrained(tmp_path)
     assert getattr(LlavaSwapForCausalLM.from_pretrained(tmp_path), "use_kernels", False) is False
-    for value, expected in (("YES", True), ("1", True), ("no", False), ("", False)):
+    assert not use_hub_kernels()
+    for value, expected in (("YES", True), ("1", True), ("y", True), ("no", False), ("", False)):
         monkeypatch.setenv("USE_HUB_KERNELS", value)
         assert use_hub_kernels() is expected

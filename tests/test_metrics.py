@@ -3,6 +3,8 @@ never raises, and the shipped evaluate modules loading offline and agreeing with
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 
@@ -49,8 +51,9 @@ class _OfficialVQAEval:
         self.contractions = vqa_module.CONTRACTIONS
         self.manualMap = dict(vqa_module.DIGIT_WORDS)
         self.articles = ["a", "an", "the"]
-        self.periodStrip = re.compile(r"(?!<=\d)(\.)(?!\d)")
-        self.commaStrip = re.compile(r"(\d)(\,)(\d)")
+        # Python 2's re without re.UNICODE (vqaEval.py is Python 2 code): \d is [0-9]
+        self.periodStrip = re.compile(r"(?!<=\d)(\.)(?!\d)", re.ASCII)
+        self.commaStrip = re.compile(r"(\d)(\,)(\d)", re.ASCII)
         self.punct = [
             ";",
             r"/",
@@ -137,12 +140,14 @@ OFFICIAL_CASES = [
     ("dont know", ["dont know"] * 5 + ["no idea"] * 5),  # the humans' "dont" is restored too
     ("3,000", ["3000"] * 3 + ["3,000"] * 7),
     ("Yes", ["YES", "yes."] + ["no"] * 8),
+    ("\u0663\u0665", ["\u0663.\u0665"] * 4 + ["3.5"] * 6),  # Python 2's \d is ASCII: the period goes
+    ("1\u0663", ["1,\u0663"] * 5 + ["13"] * 5),  # and "1,٣" has no digit-comma-digit: the comma becomes a space
 ]
 
 
 @pytest.mark.parametrize(("prediction", "answers"), OFFICIAL_CASES)
 def test_vqa_score_equals_the_official_evaluation(prediction, answers):
-    assert vqa_score(prediction, answers) == pytest.approx(OFFICIAL.question_accuracy(prediction, answers), abs=1e-12)
+    assert vqa_score(prediction, answers) == OFFICIAL.question_accuracy(prediction, answers)
 
 
 def test_vqa_score_normalises_both_sides_when_the_humans_disagree():
@@ -154,7 +159,9 @@ def test_vqa_score_normalises_both_sides_when_the_humans_disagree():
 
 def test_official_tables():
     """The port above shares the two word tables; these are the official ones (vqaEval.py HEAD)."""
-    assert len(vqa_module.CONTRACTIONS) == 120 and vqa_module.CONTRACTIONS["dont"] == "don't"
+    # sha256 of the official contractions map, json.dumps(sorted(items)), read off vqaEval.py at a013f00
+    official = "3e5960526f62912d3b70896069c43c13d7c21be38d50ca28efbb9095b499454f"
+    assert hashlib.sha256(json.dumps(sorted(vqa_module.CONTRACTIONS.items())).encode()).hexdigest() == official
     assert {
         word: str(i)
         for i, word in enumerate(
@@ -167,6 +174,11 @@ def test_official_tables():
 # each punctuation mark with and without touching spaces, digit-comma-digit, periods before and after digits, case,
 # and newlines and tabs.
 _PIECES = [
+    "\u0663",  # an Arabic-Indic digit: not a digit to the official (Python 2) regexes
+    "\u0663.\u0665",
+    "1,\u0663",
+    "\u00a0",
+    "TWO",
     "two",
     "2",
     "Two",
@@ -227,7 +239,7 @@ def test_vqa_score_equals_the_official_evaluation_on_generated_cases(data):
     pool = data.draw(_answer_pool)
     answers = data.draw(st.lists(st.sampled_from(pool), min_size=2, max_size=10))
     prediction = data.draw(st.one_of(st.sampled_from(pool), _text))
-    assert vqa_score(prediction, answers) == pytest.approx(OFFICIAL.question_accuracy(prediction, answers), abs=1e-12)
+    assert vqa_score(prediction, answers) == OFFICIAL.question_accuracy(prediction, answers)
 
 
 def test_vqa_score_is_the_leave_one_out_mean_for_any_number_of_references():

@@ -15,11 +15,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import struct
 from collections.abc import Mapping
 from pathlib import Path
-
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from . import compat
 
@@ -76,36 +75,51 @@ def write_disk_layout(folder: str | os.PathLike, vision_prefix: str) -> list[str
     """Renames the tensors of the safetensors checkpoint in `folder` (one file or shards with their index) to the
     llava-hf layout, whatever layout `save_pretrained` wrote; returns the files rewritten.
 
-    Each file is rewritten to a temporary name and renamed over the original, so a crash leaves the old or the new
-    file, never half of one. A file already in the layout is left untouched.
+    Only the names change: each file's header is rewritten and its tensor bytes copied as they are (no tensor is
+    loaded). Each file goes to a temporary name first and is renamed over the original, so a crash leaves the old or
+    the new file, never half of one; a file already in the layout is left untouched.
     """
     folder = Path(folder)
-    index_path = folder / _SAFETENSORS_INDEX
-    files = sorted(folder.glob("*.safetensors"))
-    rewritten = []
-    for path in files:
-        with safe_open(path, framework="pt") as handle:
-            names = list(handle.keys())
-            renames = {name: to_disk_name(to_module_name(name), vision_prefix) for name in names}
-            if all(old == new for old, new in renames.items()):
-                continue
-            tensors = {renames[name]: handle.get_tensor(name) for name in names}
-            metadata = handle.metadata()
-        if len(set(renames.values())) != len(renames):
-            raise ValueError(f"{path}: two tensors map to one llava-hf name; the checkpoint mixes layouts.")
-        partial = path.with_name(path.name + ".tmp")
-        save_file(tensors, partial, metadata=metadata)
-        os.replace(partial, path)
-        rewritten.append(path.name)
-    if rewritten and index_path.exists():
+    rewritten = [path.name for path in sorted(folder.glob("*.safetensors")) if _rename_tensors(path, vision_prefix)]
+    for index_path in sorted(folder.glob("*.safetensors.index*.json")) if rewritten else ():
         index = json.loads(index_path.read_text())
+        weight_map = index["weight_map"]
         index["weight_map"] = {
-            to_disk_name(to_module_name(name), vision_prefix): file for name, file in index["weight_map"].items()
+            to_disk_name(to_module_name(name), vision_prefix): file for name, file in weight_map.items()
         }
-        partial = index_path.with_name(index_path.name + ".tmp")
-        partial.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-        os.replace(partial, index_path)
+        _replace(index_path, (json.dumps(index, indent=2, sort_keys=True) + "\n").encode())
     return rewritten
+
+
+def _rename_tensors(path: Path, vision_prefix: str) -> bool:
+    """Rewrites the safetensors file at `path` with llava-hf tensor names; False where they already are."""
+    with path.open("rb") as source:
+        (header_size,) = struct.unpack("<Q", source.read(8))
+        header = json.loads(source.read(header_size))
+        renamed = {
+            name if name == "__metadata__" else to_disk_name(to_module_name(name), vision_prefix): entry
+            for name, entry in header.items()
+        }
+        if list(renamed) == list(header):
+            return False
+        if len(renamed) != len(header):
+            raise ValueError(f"{path}: two tensors map to one llava-hf name; the checkpoint mixes layouts.")
+        # Offsets count from the end of the header, so they stay valid; the header is padded to 8 bytes as
+        # safetensors writes it.
+        encoded = json.dumps(renamed, separators=(",", ":")).encode()
+        encoded += b" " * (-len(encoded) % 8)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        with partial.open("wb") as target:
+            target.write(struct.pack("<Q", len(encoded)) + encoded)
+            shutil.copyfileobj(source, target, 16 * 1024 * 1024)
+    os.replace(partial, path)
+    return True
+
+
+def _replace(path: Path, content: bytes) -> None:
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    partial.write_bytes(content)
+    os.replace(partial, path)
 
 
 def register(model_type: str) -> None:

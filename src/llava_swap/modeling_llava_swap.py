@@ -83,6 +83,10 @@ class LlavaSwapModel(LlavaSwapPreTrainedModel, LlavaModel):
             )
 
 
+# What save_pretrained(push_to_hub=True, ...) hands on to push_to_hub.
+_PUSH_KWARGS = ("repo_id", "commit_message", "commit_description", "private", "token", "revision", "create_pr", "tags")
+
+
 class LlavaSwapForCausalLM(LlavaSwapPreTrainedModel, LlavaForConditionalGeneration):
     """A LLaVA-style vision-language model whose LLM and vision encoder are any compatible checkpoints.
 
@@ -119,26 +123,18 @@ class LlavaSwapForCausalLM(LlavaSwapPreTrainedModel, LlavaForConditionalGenerati
                 kwargs["config"] = LlavaSwapConfig.from_native(config)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
-    def save_pretrained(self, save_directory, *args, is_main_process: bool = True, push_to_hub: bool = False, **kwargs):
+    def save_pretrained(self, save_directory, is_main_process: bool = True, *args, push_to_hub: bool = False, **kwargs):
         """`PreTrainedModel.save_pretrained`, with the tensors in the llava-hf layout (`checkpoint_layout`)."""
-        hub_kwargs = {
-            key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "token") if key in kwargs
-        }
-        super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
+        hub_kwargs = {key: kwargs.pop(key) for key in _PUSH_KWARGS if key in kwargs}
+        super().save_pretrained(save_directory, is_main_process, *args, **kwargs)
         if not is_main_process:
             return
         checkpoint_layout.write_disk_layout(
             save_directory, vision_kind(self.config.vision_config.model_type).checkpoint_prefix
         )
-        if push_to_hub:  # transformers would upload before the layout is written: upload the finished folder
-            from huggingface_hub import HfApi
-
-            api = HfApi(token=hub_kwargs.get("token"))
-            repo_id = hub_kwargs.get("repo_id") or os.path.basename(os.path.normpath(save_directory))
-            api.create_repo(repo_id, private=hub_kwargs.get("private"), exist_ok=True)
-            api.upload_folder(
-                repo_id=repo_id, folder_path=save_directory, commit_message=hub_kwargs.get("commit_message")
-            )
+        if push_to_hub:  # transformers would upload before the layout is written: push_to_hub saves through here
+            repo_id = hub_kwargs.pop("repo_id", None) or os.path.basename(os.path.normpath(save_directory))
+            self.push_to_hub(repo_id, **hub_kwargs)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Also takes a checkpoint file's tensors as they are (on-disk names, no tied copy): the Trainer resumes so."""
@@ -203,7 +199,9 @@ def use_hub_kernels() -> bool:
     that day, across the backbones a study compares. So llava-swap keeps the torch implementations (transformers'
     behaviour before 5.25) unless asked; `use_kernels=True` in `from_pretrained` asks for one model.
     """
-    return os.environ.get("USE_HUB_KERNELS", "").strip().upper() in {"1", "ON", "TRUE", "YES"}
+    from transformers.utils.import_utils import is_env_variable_true
+
+    return is_env_variable_true("USE_HUB_KERNELS")  # transformers' own reading of the variable, default off
 
 
 def _vlm_config(source, hub_kwargs: dict):

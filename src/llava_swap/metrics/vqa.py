@@ -155,8 +155,9 @@ ARTICLES = frozenset({"a", "an", "the"})
 PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
 # Official regex, bug included: "(?!<=\d)" is a lookahead for the text "<=digit", not a lookbehind, so every period
 # not followed by a digit goes ("2.5" stays, "1." and "st." lose it).
-_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
-_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+# Python 2 regexes without re.UNICODE, as the official code compiles them: `\d` is an ASCII digit only.
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)", re.ASCII)
+_COMMA_STRIP = re.compile(r"(\d)(,)(\d)", re.ASCII)
 # The official call is `periodStrip.sub("", text, re.UNICODE)`: the flag lands in `count`, so at most 32 periods go.
 _PERIOD_STRIP_COUNT = int(re.UNICODE)
 
