@@ -4,9 +4,9 @@ A card is rendered from the shipped template (`templates/model_card.md`) with hu
 what a trained output folder holds: its config (lineage: backbones, family, projector, feature layer), its
 `train_summary.json` (stages, hyperparameters, data, evaluation) and its evaluation's `metrics.json`. The YAML
 metadata carries the licence implied by the backbones, `base_model`, tags, `pipeline_tag` and a model-index with every
-task metric. `push` uploads the native transformers llava format by default (vLLM and plain transformers load
-it), or the llava_swap format when the model cannot be expressed natively. The token comes from the usual places
-(argument, `HF_TOKEN`, `hf auth login`) and is never written anywhere.
+task metric. `push` uploads the native transformers llava format by default (plain transformers loads it, and vLLM
+too where it builds the vision tower), or the llava_swap format when the model cannot be expressed natively. The
+token comes from the usual places (argument, `HF_TOKEN`, `hf auth login`) and is never written anywhere.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _why_llava_swap_format(out: Path) -> str:
         return str(error).split(":")[0]
     return (
         f"as llava-swap saves it; `llava-swap export --model {out.name} --out {out.name}-native` writes transformers' "
-        "native llava format, which vLLM serves"
+        "native llava format (the one vLLM reads)"
     )
 
 
@@ -101,13 +101,17 @@ def card_context(model_dir: str | os.PathLike, repo_id: str | None = None, nativ
     calibration = summary.eval.get("calibration")
     vision_config = config.get("vision_config", {})
     vision_type = vision_config.get("model_type", "")
+    if vision_kind(vision_type) is None:
+        raise ValueError(
+            f"{out / 'config.json'}: vision tower {vision_type!r} is none llava-swap knows (CLIP, SigLIP, DINOv2)."
+        )
     return {
         "model_name": repo_id.split("/")[-1] if repo_id else out.resolve().name,
         "repo_id": repo_id or str(out),
         "native": native,
         "format_reason": _why_llava_swap_format(out),
         "serving": serving_note(vision_type),
-        "vllm_serves": getattr(vision_kind(vision_type), "vllm_serves", False),
+        "vllm_serves": vision_kind(vision_type).vllm_serves,
         "language_model": language_label,
         "vision_model": vision_label,
         "language_hub_id": _hub_id(language_label),

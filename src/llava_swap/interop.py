@@ -1,11 +1,12 @@
 """Interoperation with transformers' native llava format (`LlavaForConditionalGeneration` + `LlavaProcessor`).
 
 The native format is what vLLM and plain transformers serve (SGLang reads it too, untested). Our model is the native
-one with a wider choice of projector, so an export rewrites the config (`LlavaSwapConfig.to_native`) and saves through the native class itself
-(a strict state-dict load proves every tensor found its place); an import converts the config alone
-(`LlavaSwapConfig.from_native`, in `LlavaSwapForCausalLM.from_pretrained`). What the native format cannot express (a
-projector other than a 2-layer MLP) is refused with the reason, never approximated. Tensors are written in the llava-hf
-layout (`checkpoint_layout`), the one vLLM reads; a tower vLLM cannot build (DINOv2) is named at export.
+one with a wider choice of projector, so an export rewrites the config (`LlavaSwapConfig.to_native`) and saves
+through the native class itself (a strict state-dict load proves every tensor found its place); an import converts
+the config alone (`LlavaSwapConfig.from_native`, in `LlavaSwapForCausalLM.from_pretrained`). What the native format
+cannot express (a projector other than a 2-layer MLP) is refused with the reason, never approximated. Tensors are
+written in the llava-hf layout (`checkpoint_layout`), the one vLLM reads; a tower vLLM cannot build (DINOv2) is named
+at export.
 """
 
 from __future__ import annotations

