@@ -77,7 +77,7 @@ def _why_llava_swap_format(out: Path) -> str:
         return str(error).split(":")[0]
     return (
         f"as llava-swap saves it; `llava-swap export --model {out.name} --out {out.name}-native` writes transformers' "
-        "native llava format (the one vLLM reads)"
+        "native llava format, the one vLLM reads"
     )
 
 
