@@ -1,9 +1,9 @@
 """The real vLLM (CPU build, its own environment: tests/harnesses/vllm/setup.sh) serves what `export_hf_llava` writes.
 
-For CLIP and SigLIP towers and the llama2 (Vicuna), llama3, gemma and chatml templates: vLLM loads the export as it
-is, tokenizes the rendered prompt as transformers does (one BOS, the image expanded), and its greedy tokens equal
-plain transformers' up to and including the family's end-of-turn token, where both stop (vLLM reads
-generation_config.json). The tiny LLMs get head_dim 64, which vLLM's CPU attention takes (not the tiny 16).
+For CLIP and SigLIP towers and every shipped template (vicuna_v1, llama2_chat, llama3, gemma, chatml, and a
+checkpoint's own ChatML): vLLM loads the export as it is, tokenizes the rendered prompt as transformers does (one BOS,
+the image expanded), and its greedy tokens equal plain transformers' up to and including the family's end-of-turn
+token, where both stop (vLLM reads generation_config.json). The tiny LLMs get head_dim 64, which vLLM's CPU attention takes (not the tiny 16).
 """
 
 from __future__ import annotations
@@ -77,15 +77,25 @@ def _ends_turn_early(model, processor, inputs, end_of_turn: int) -> None:
     raise AssertionError("could not make the tiny model end its turn")
 
 
-@pytest.mark.parametrize(
-    ("family", "kind"), [("llama2", "clip"), ("llama3", "siglip"), ("gemma", "clip"), ("chatml", "siglip")]
-)
-def test_vllm_serves_the_export_with_transformers_greedy_tokens(family, kind, tmp_path):
+# Every shipped template, and a checkpoint's own (SmolLM2-Instruct's ChatML); each tower three times.
+CASES = [
+    ("llama2", "clip", "vicuna_v1"),
+    ("llama2", "siglip", "llama2_chat"),
+    ("llama3", "siglip", "llama3"),
+    ("gemma", "clip", "gemma"),
+    ("chatml", "siglip", "chatml"),
+    ("chatml", "clip", None),
+]
+
+
+@pytest.mark.parametrize(("family", "kind", "template"), CASES)
+def test_vllm_serves_the_export_with_transformers_greedy_tokens(family, kind, template, tmp_path):
     from conftest import SHARED_TOKENIZERS
 
     python = harness_python("LLAVA_SWAP_VLLM_PYTHON", "vLLM")
     lm = _language_model(family, tmp_path / "lm", SHARED_TOKENIZERS)
-    model, processor = build_vlm(lm, tiny.save_vision_model(kind, tmp_path / "vision"))
+    model, processor = build_vlm(lm, tiny.save_vision_model(kind, tmp_path / "vision"), template=template)
+    assert processor.chat_template_name == (template or "checkpoint")
     end_of_turn = model.generation_config.eos_token_id[0]  # the template's end of turn comes first
     images = [chat_image(seed) for seed in (1, 2)]
     conversations = [
