@@ -15,7 +15,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from _helpers import chat_image
 from llava_swap import LlavaSwapForCausalLM, compat
-from llava_swap.checkpoint_layout import NATIVE_LAYOUT, to_module_names
+from llava_swap.checkpoint_layout import NATIVE_LAYOUT, to_module_name
 
 RELEASE_0_1 = Path(__file__).parent / "fixtures" / "llava_swap-0.1.0.dev0"
 
@@ -111,17 +111,16 @@ def test_load_state_dict_restores_tied_weights_from_a_file(built, tmp_path):
     assert all(torch.equal(value, model.state_dict()[key]) for key, value in fresh.state_dict().items())
 
 
-def test_to_module_names_renames_only_the_on_disk_prefixes():
-    renamed = to_module_names(
-        {
-            "language_model.model.layers.0.mlp.up_proj.weight": 1,
-            "language_model.lm_head.weight": 2,
-            "vision_tower.vision_model.embeddings.patch_embedding.weight": 3,
-            "multi_modal_projector.linear_1.bias": 4,
-            "model.language_model.norm.weight": 5,  # already a module name
-            "vision_tower.encoder.layers.0.mlp.fc1.weight": 6,  # as 0.1.0.dev0 and transformers 5 write it
-        }
-    )
+def test_to_module_name_renames_only_the_on_disk_prefixes():
+    on_disk = {
+        "language_model.model.layers.0.mlp.up_proj.weight": 1,
+        "language_model.lm_head.weight": 2,
+        "vision_tower.vision_model.embeddings.patch_embedding.weight": 3,
+        "multi_modal_projector.linear_1.bias": 4,
+        "model.language_model.norm.weight": 5,  # already a module name
+        "vision_tower.encoder.layers.0.mlp.fc1.weight": 6,  # as 0.1.0.dev0 and transformers 5 write it
+    }
+    renamed = {to_module_name(name): value for name, value in on_disk.items()}
     assert renamed == {
         "model.language_model.layers.0.mlp.up_proj.weight": 1,
         "lm_head.weight": 2,

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import struct
-from collections.abc import Mapping
 from pathlib import Path
 
 from . import compat
@@ -31,7 +30,8 @@ NATIVE_LAYOUT = {
     r"^vision_tower": "model.vision_tower",
     r"^multi_modal_projector": "model.multi_modal_projector",
 }
-# The same renaming done by hand (`load_state_dict` of a file's tensors, as the Trainer's resume does): the first
+# The same prefixes by hand, to read back whatever layout `save_pretrained` wrote before `write_disk_layout` renames it
+# (loading a state dict goes through transformers' own renaming: `compat.checkpoint_names_to_modules`). The first
 # matching rule wins, so a tower's `vision_model.` level goes before the plain `vision_tower.` rule sees it.
 _TO_MODULES = (
     (re.compile(r"^language_model\.lm_head\."), "lm_head."),
@@ -40,7 +40,6 @@ _TO_MODULES = (
     (re.compile(r"^vision_tower\."), "model.vision_tower."),
     (re.compile(r"^multi_modal_projector\."), "model.multi_modal_projector."),
 )
-_SAFETENSORS_INDEX = "model.safetensors.index.json"
 
 
 def to_module_name(name: str) -> str:
@@ -50,11 +49,6 @@ def to_module_name(name: str) -> str:
         if count:
             return renamed
     return name
-
-
-def to_module_names(state_dict: Mapping) -> dict:
-    """`state_dict` with on-disk names (any layout above) renamed to module paths; module paths pass unchanged."""
-    return {to_module_name(key): value for key, value in state_dict.items()}
 
 
 def to_disk_name(module_name: str, vision_prefix: str) -> str:
@@ -127,4 +121,4 @@ def register(model_type: str) -> None:
     compat.register_checkpoint_layout(model_type, NATIVE_LAYOUT)
 
 
-__all__ = ["NATIVE_LAYOUT", "register", "to_disk_name", "to_module_name", "to_module_names", "write_disk_layout"]
+__all__ = ["NATIVE_LAYOUT", "register", "to_disk_name", "to_module_name", "write_disk_layout"]

@@ -4,7 +4,8 @@ Everything else (the image merge and its count check, cache, SDPA, generation, l
 `LlavaForConditionalGeneration`, so each transformers release brings its llava changes here too. Added: a projector of
 any depth with llava's module names; `image_features=` (the encoder's selected layer, e.g. from a frozen encoder's
 cache) in place of `pixel_values`; an error for `<image>` tokens given no image; `from_pretrained` of native llava
-checkpoints; and `load_state_dict` of on-disk tensor names (`checkpoint_layout`), which the Trainer's resume uses.
+checkpoints; `save_pretrained` in the llava-hf tensor layout (`checkpoint_layout`); and `load_state_dict` of a file's
+tensors as they are on disk, renamed as `from_pretrained` renames them, which the Trainer's resume uses.
 """
 
 from __future__ import annotations
